@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-c", "from pianolab.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_data_check_prints_counts():
+    out = run("data", "check")
+    assert out.returncode == 0, out.stderr
+    assert "1001 labelled performances in 83 excerpt groups" in out.stdout
+    assert "10 MIDI files without labels" in out.stdout
+    assert "Schubert_D960_mv3" in out.stdout
+
+
+def test_bad_data_root_is_one_line(tmp_path):
+    out = run("data", "check", "--data-root", str(tmp_path / "missing"))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "data folder not found" in out.stderr
+
+
+def test_splits_make_check_and_leak_exit_code(tmp_path):
+    d = str(tmp_path)
+    assert run("splits", "make", "excerpt", "--folds", "4", "--dir", d).returncode == 0
+    assert run("splits", "make", "piece", "--dir", d).returncode == 0
+    ok = run("splits", "check", "--dir", d)
+    assert ok.returncode == 0 and "2/2 splits clean" in ok.stdout
+    path = next(tmp_path.glob("excerpt-*.json"))
+    text = path.read_text()
+    import json
+
+    data = json.loads(text)
+    data["repeats"][0][0]["train"].append(data["repeats"][0][0]["test"][0])
+    path.write_text(json.dumps(data))
+    bad = run("splits", "check", "--dir", d)
+    assert bad.returncode == 1 and "LEAK" in bad.stdout
+
+
+def test_unknown_split_name():
+    out = run("splits", "make", "nope", "--dir", "/tmp/unused-splits")
+    assert out.returncode == 2 and "unknown split 'nope'" in out.stderr
