@@ -152,6 +152,72 @@ def splits_summary(
                    f"mean {np.mean(sizes):.0f}  guards: {', '.join(split.guards) or 'none (leaky)'}")
 
 
+@app.command("train")
+def train(
+    config: Path,
+    fold: Annotated[int | None, typer.Option(help="fold index (overrides data.fold)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (overrides train.seed)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override key=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/single/...)")] = None,
+) -> None:
+    """Train one run (one config, one fold, one seed) and write its run folder."""
+    from pianolab import track
+    from pianolab.config import load_config, replace
+    from pianolab.train.run import execute
+
+    cfg = load_config(config, set_ or [])
+    if fold is not None:
+        cfg = replace(cfg, data={"fold": fold})
+    if seed is not None:
+        cfg = replace(cfg, train={"seed": seed})
+    folder = out or track.run_dir(cfg)
+    summary = execute(cfg, folder, progress=True)
+    track.mirror(folder, cfg.track.tracker, "single", {"fold": cfg.data.fold, "seed": cfg.train.seed})
+    typer.echo(f"{folder}: " + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+
+
+@app.command("predict")
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="MIDI files or folders")],
+    model: Annotated[Path | None, typer.Option(help="run folder or checkpoint (default: the shipped model)")] = None,
+    out: Annotated[Path, typer.Option(help="CSV: stem + the 19 dimensions (0..1)")] = Path("predictions.csv"),
+    device: str = "cpu",
+) -> None:
+    """Predict the 19 ratings of performances; a bad file gets a one-line error, the rest still run."""
+    from pianolab.predict import expand_inputs, predict_files
+
+    df, errors = predict_files(expand_inputs(inputs), model, device)
+    for e in errors:
+        typer.echo(f"error: {e}", err=True)
+    df.to_csv(out, index=False, float_format="%.5f")
+    typer.echo(f"{out}: {len(df)} performance(s) predicted, {len(errors)} failed")
+    if errors and df.empty:
+        raise typer.Exit(2)
+
+
+@app.command("ui")
+def ui(port: int = 5000) -> None:
+    """Start the MLflow UI on 127.0.0.1 over pianolab's tracking store."""
+    import subprocess
+
+    from pianolab.track import default_mlflow_uri
+
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {default_mlflow_uri()})")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+                    "--backend-store-uri", default_mlflow_uri()], check=False)
+
+
+def _mount_subcommands() -> None:
+    from pianolab.commands import ab, features, stats
+
+    app.add_typer(ab.app, name="ab")
+    app.add_typer(stats.app, name="stats")
+    app.add_typer(features.app, name="features")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Entry point: run the app, turning PianolabError into a one-line message (exit code 2)."""
     try:
@@ -159,3 +225,5 @@ def main() -> None:
     except PianolabError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+

@@ -1,0 +1,146 @@
+"""Expand an experiment into cells and run them: skip finished, resume interrupted, lock per cell.
+
+Two runners on one experiment never run a cell twice: each cell is claimed with a non-blocking
+file lock on its folder; a runner that finds a cell busy moves on and, at the end, waits for it
+(and runs it itself if its owner died before finishing). `--jobs N` runs N cells at once in
+separate processes (several small models share one GPU).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from pianolab import track
+from pianolab.ab.spec import BASELINE, Cell, Experiment
+
+CLAIMED, SKIPPED, BUSY = "ran", "skipped", "busy"
+
+
+@dataclass
+class Progress:
+    total: int
+    echo: object = print
+    done: int = 0
+    ran: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def update(self, cell: Cell, status: str, summary: dict | None) -> None:
+        self.done += 1
+        self.ran += status == CLAIMED
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.ran * (self.total - self.done) if self.ran else 0.0
+        score = f"  pearson {summary['pearson']:.3f}" if summary and "pearson" in summary else ""
+        self.echo(f"[{self.done}/{self.total}] {cell.variant} seed {cell.seed} fold {cell.fold}: "
+                  f"{status}{score}  ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
+
+
+def cell_dir(exp: Experiment, cell: Cell, root: Path | None = None) -> Path:
+    return track.run_dir(cell.config, exp.name, cell.variant, root)
+
+
+def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False):
+    """Run one cell under its lock; returns (status, summary or None)."""
+    from pianolab.train.run import execute
+
+    folder = track.run_dir(cell.config, exp_name, cell.variant, root)
+    if track.is_done(folder):
+        return SKIPPED, _summary(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".lock"))
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        return BUSY, None
+    try:
+        if track.is_done(folder):  # finished by another runner meanwhile
+            return SKIPPED, _summary(folder)
+        summary = execute(cell.config, folder, exp_name, cell.variant)
+        track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
+        return CLAIMED, summary
+    finally:
+        lock.release()
+
+
+def _summary(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "meta.json").read_text()).get("summary", {})
+
+
+def _run_batch(exp: Experiment, cells: list[Cell], jobs: int, root, tracker, progress: Progress) -> None:
+    busy = []
+    if jobs <= 1:
+        results = ((c, run_cell(exp.name, c, root, tracker)) for c in cells)
+        for cell, (status, summary) in results:
+            _note(cell, status, summary, busy, progress)
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [(c, pool.submit(run_cell, exp.name, c, root, tracker)) for c in cells]
+            for cell, fut in futures:
+                _note(cell, *fut.result(), busy, progress)
+    for cell in busy:  # claimed by another runner: wait for it, run it if its owner died
+        progress.update(cell, *run_cell(exp.name, cell, root, tracker, wait=True))
+
+
+def _note(cell, status, summary, busy, progress) -> None:
+    if status == BUSY:
+        busy.append(cell)
+    else:
+        progress.update(cell, status, summary)
+
+
+def plan(exp: Experiment, root: Path | None = None) -> dict:
+    """Cells done/left and an estimate of the time left from finished cells' durations."""
+    import json
+
+    cells = exp.cells()
+    done = [c for c in cells if track.is_done(cell_dir(exp, c, root))]
+    durations = []
+    for c in done:
+        meta = json.loads((cell_dir(exp, c, root) / "meta.json").read_text())
+        durations.append(meta["finished"] - meta["started"])
+    per_run = sum(durations) / len(durations) if durations else None
+    left = len(cells) - len(done)
+    return {"cells": len(cells), "done": len(done), "left": left, "variants": exp.variant_names,
+            "seeds": exp.seeds, "folds": exp.folds, "seconds_per_run": per_run,
+            "estimated_seconds_left": None if per_run is None else per_run * left}
+
+
+def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tracker: str = "mlflow",
+                   echo=print) -> list[str]:
+    """Run every cell (seed by seed); returns the variants still active (early stopping may drop some)."""
+    active = exp.variant_names
+    progress = Progress(total=len(exp.cells()), echo=echo)
+    for seed in range(exp.seeds):
+        cells = [c for c in exp.cells(active) if c.seed == seed]
+        progress.total -= len([c for c in exp.cells() if c.seed == seed]) - len(cells)
+        _run_batch(exp, cells, jobs, root, tracker, progress)
+        if exp.early_stop_min_seeds and seed + 1 >= exp.early_stop_min_seeds and seed + 1 < exp.seeds:
+            stopped = _early_stopped(exp, active, seed + 1, root)
+            for v in stopped:
+                echo(f"early stop: {v} (corrected upper bound below baseline - ROPE after {seed + 1} seeds)")
+            active = [v for v in active if v not in stopped]
+    return active
+
+
+def _early_stopped(exp: Experiment, active: list[str], seeds_done: int, root) -> list[str]:
+    from pianolab.ab.collect import collect
+    from pianolab.ab.stats import early_stop
+
+    res = collect(exp, root, seeds=seeds_done, variants=active)
+    base = res.scores[res.variants.index(BASELINE)]
+    out = []
+    for i, v in enumerate(res.variants):
+        if v != BASELINE:
+            decision = early_stop(res.scores[i] - base, res.n_train, res.n_test, rope=exp.rope,
+                                  alpha=exp.alpha, min_seeds=exp.early_stop_min_seeds,
+                                  max_seeds=exp.seeds)
+            if decision.stop:
+                out.append(v)
+    return out

@@ -1,0 +1,77 @@
+"""`pianolab ab ...`: run an experiment, report on it, plan its power."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="A/B experiments: run, report, power.", no_args_is_help=True)
+
+Root = Annotated[Path | None, typer.Option("--runs", help="runs root (default: $PIANOLAB_RUNS or runs/)")]
+
+
+@app.command("run")
+def run(
+    experiment: Path,
+    jobs: Annotated[int, typer.Option(help="cells run at once (several small runs share a GPU)")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and stop")] = False,
+    tracker: Annotated[str, typer.Option(help="mlflow | wandb | none")] = "mlflow",
+    report: Annotated[bool, typer.Option(help="write the report when done")] = True,
+    runs: Root = None,
+) -> None:
+    """Run every variant x seed x fold cell (finished cells are skipped), then write the report."""
+    from pianolab.ab.runner import plan, run_experiment
+    from pianolab.ab.spec import load_experiment
+
+    exp = load_experiment(experiment)
+    p = plan(exp, runs)
+    eta = "unknown" if p["estimated_seconds_left"] is None else f"{p['estimated_seconds_left']:.0f}s"
+    typer.echo(f"{exp.name}: {len(p['variants'])} variants x {exp.seeds} seeds x {exp.folds} folds = "
+               f"{p['cells']} runs; {p['done']} done, {p['left']} left (estimated {eta})")
+    if dry_run:
+        for v in p["variants"]:
+            typer.echo(f"  {v}")
+        return
+    run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo)
+    if report:
+        _report(exp, runs, tracker)
+
+
+def _report(exp, runs, tracker: str = "none") -> None:
+    from pianolab.ab.report import write_report
+
+    paths = write_report(exp, runs, echo=typer.echo)
+    typer.echo(f"report: {paths['markdown']}  {paths['html']}")
+
+
+@app.command("report")
+def report(experiment: Path, runs: Root = None) -> None:
+    """Statistics, verdicts and plots of a finished experiment (Markdown + HTML + terminal table)."""
+    from pianolab.ab.spec import load_experiment
+
+    _report(load_experiment(experiment), runs)
+
+
+@app.command("power")
+def power(
+    experiment: Path,
+    delta: Annotated[float | None, typer.Option(help="difference to detect (default: the ROPE)")] = None,
+    power_: Annotated[float, typer.Option("--power", help="target power")] = 0.8,
+    runs: Root = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Seeds x folds needed to detect a difference, from the finished cells' variance (the pilot)."""
+    from pianolab.ab.collect import collect
+    from pianolab.ab.report import power_table
+    from pianolab.ab.spec import load_experiment
+
+    exp = load_experiment(experiment)
+    rows = power_table(exp, collect(exp, runs), delta if delta is not None else exp.rope, power_)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo("  ".join(f"{k}={v}" for k, v in r.items()))

@@ -1,0 +1,1 @@
+"""Feature store and feature kinds: spectrograms, classic audio features, symbolic MIDI features."""

@@ -1,0 +1,114 @@
+"""Classic audio features (librosa) as summary statistics of one rendered performance.
+
+Frame-level descriptors use a 2048-sample window and a 512-sample hop on the whole (trimmed) render.
+Each descriptor d is summarised as `d_mean`, `d_std`, `d_p10`, `d_p50`, `d_p90`, except where noted.
+Named sets (`CLASSIC_SETS`):
+- `spectral_only`: spectral centroid, rolloff (85 %), bandwidth (Hz).
+- `mfcc_only`: MFCC 0..12 (`mfcc{k}_*`, 128 mel bands).
+- `temporal_only`: `tempo_bpm` (librosa beat tracker), `onset_rate` (onsets per second),
+  `beat_ioi_cv` (std / mean of inter-beat intervals: beat consistency), `onset_strength_*`, `rms_*`.
+- `harmonic_only`: `chroma{0..11}_mean`/`_std` (pitch class C..B, STFT chroma), `harmonic_ratio`
+  (harmonic energy / total after HPSS), `key_strength` (max Pearson r of the mean chroma with the 24
+  rotated Krumhansl-Kessler key profiles), `key_clarity` (best minus second-best r).
+- `all_traditional`: all of the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pianolab.registry import Registry
+
+N_FFT, HOP = 2048, 512
+STATS = ("mean", "std", "p10", "p50", "p90")
+_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+CLASSIC_SETS: Registry[tuple[Callable[[np.ndarray, int], dict[str, float]], ...]] = Registry("classic set")
+
+
+def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if not len(x):
+        return {f"{prefix}_{s}": 0.0 for s in STATS}
+    p10, p50, p90 = np.percentile(x, [10, 50, 90])
+    return dict(zip([f"{prefix}_{s}" for s in STATS], [x.mean(), x.std(), p10, p50, p90], strict=True))
+
+
+def spectral(y: np.ndarray, sr: int) -> dict[str, float]:
+    import librosa
+
+    s = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
+    return {**_stats("centroid", librosa.feature.spectral_centroid(S=s, sr=sr)),
+            **_stats("rolloff", librosa.feature.spectral_rolloff(S=s, sr=sr, roll_percent=0.85)),
+            **_stats("bandwidth", librosa.feature.spectral_bandwidth(S=s, sr=sr))}
+
+
+def mfcc(y: np.ndarray, sr: int) -> dict[str, float]:
+    import librosa
+
+    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13, n_fft=N_FFT, hop_length=HOP, n_mels=128)
+    return {k: v for i in range(13) for k, v in _stats(f"mfcc{i}", m[i]).items()}
+
+
+def temporal(y: np.ndarray, sr: int) -> dict[str, float]:
+    import librosa
+
+    env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP)
+    tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=HOP)
+    onsets = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=HOP)
+    ibi = np.diff(librosa.frames_to_time(beats, sr=sr, hop_length=HOP))
+    cv = float(ibi.std() / ibi.mean()) if len(ibi) > 1 and ibi.mean() > 0 else 0.0
+    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)
+    return {"tempo_bpm": float(np.atleast_1d(tempo)[0]), "onset_rate": len(onsets) / (len(y) / sr),
+            "beat_ioi_cv": cv, **_stats("onset_strength", env), **_stats("rms", rms)}
+
+
+def harmonic(y: np.ndarray, sr: int) -> dict[str, float]:
+    import librosa
+
+    s = librosa.stft(y, n_fft=N_FFT, hop_length=HOP)
+    h, _ = librosa.decompose.hpss(s)
+    chroma = librosa.feature.chroma_stft(S=np.abs(s) ** 2, sr=sr)
+    total = float((np.abs(s) ** 2).sum())
+    f = {f"chroma{i}_{s_}": float(fn(chroma[i])) for i in range(12) for s_, fn in (("mean", np.mean),
+                                                                                    ("std", np.std))}
+    f["harmonic_ratio"] = float((np.abs(h) ** 2).sum() / total) if total > 0 else 0.0
+    mean = chroma.mean(axis=1)
+    rs = sorted((np.corrcoef(mean, np.roll(p, k))[0, 1] if mean.std() > 0 else 0.0)
+                for p in (_MAJOR, _MINOR) for k in range(12))
+    f["key_strength"], f["key_clarity"] = float(rs[-1]), float(rs[-1] - rs[-2])
+    return f
+
+
+def _stat_names(*prefixes: str) -> tuple[str, ...]:
+    return tuple(f"{p}_{s}" for p in prefixes for s in STATS)
+
+
+spectral.names = _stat_names("centroid", "rolloff", "bandwidth")
+mfcc.names = _stat_names(*(f"mfcc{i}" for i in range(13)))
+temporal.names = ("tempo_bpm", "onset_rate", "beat_ioi_cv", *_stat_names("onset_strength", "rms"))
+harmonic.names = (*(f"chroma{i}_{s}" for i in range(12) for s in ("mean", "std")), "harmonic_ratio",
+                  "key_strength", "key_clarity")
+CLASSIC_SETS.add("spectral_only", (spectral,))
+CLASSIC_SETS.add("mfcc_only", (mfcc,))
+CLASSIC_SETS.add("temporal_only", (temporal,))
+CLASSIC_SETS.add("harmonic_only", (harmonic,))
+CLASSIC_SETS.add("all_traditional", (spectral, mfcc, temporal, harmonic))
+
+
+def classic_names(name: str) -> tuple[str, ...]:
+    """Feature names of the set `name`, in output order."""
+    return tuple(n for fn in CLASSIC_SETS.get(name) for n in fn.names)
+
+
+def classic_features(y: np.ndarray, sr: int, name: str) -> np.ndarray:
+    """(samples,) float32 wave -> (n_features,) float32 of the set `name` (order: `classic_names`)."""
+    y = np.asarray(y, dtype=np.float32)
+    if len(y) < N_FFT:
+        y = np.pad(y, (0, N_FFT - len(y)))
+    f: dict[str, float] = {}
+    for fn in CLASSIC_SETS.get(name):
+        f.update(fn(y, sr))
+    return np.nan_to_num(np.array([f[k] for k in classic_names(name)], dtype=np.float32))

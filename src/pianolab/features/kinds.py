@@ -1,0 +1,93 @@
+"""Registered feature kinds: what each needs (MIDI or audio), which settings change it, its names.
+
+A kind's `uses` lists the FeatureSpec fields its output depends on: only those enter the cache key,
+so e.g. changing the renderer does not invalidate symbolic features. `version` is bumped when the
+computation changes, which invalidates old cache entries of that kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pianolab.registry import Registry
+
+MIDI_FIELDS = ("kind", "augment", "copy")
+AUDIO_FIELDS = (*MIDI_FIELDS, "renderer", "sample_rate")
+SPEC_FIELDS = (*AUDIO_FIELDS, "frame_rate", "seconds", "length_policy", "max_seconds")
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec));
+    `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms."""
+
+    name: str
+    input: str
+    uses: tuple[str, ...]
+    version: int = 1
+    names: tuple[str, ...] | None = None
+    compute: Callable | None = None
+    spectrogram: bool = False
+
+
+FEATURE_KINDS: Registry[FeatureKind] = Registry("feature kind")
+
+
+def _symbolic(data: bytes, path: Path, spec) -> np.ndarray:
+    from pianolab.features.midi import read_notes
+    from pianolab.features.symbolic import performance_features
+
+    return performance_features(read_notes(path, data))
+
+
+def _score_path(path: Path) -> Path:
+    from pianolab.data.music import score_midi_path
+    from pianolab.data.percepiano import parse_stem
+
+    return score_midi_path(Path(path).resolve().parent.parent, parse_stem(Path(path).stem).group)
+
+
+def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
+    from pianolab.features.aligned import score_aligned_features
+    from pianolab.render.augment import draw_params
+
+    shift = draw_params(spec.augment, Path(path).stem, spec.copy).shift
+    return np.concatenate([_symbolic(data, path, spec),
+                           score_aligned_features(path, _score_path(path), data, score_shift=shift)])
+
+
+def _classic(name: str) -> Callable:
+    def compute(wave: np.ndarray, spec) -> np.ndarray:
+        from pianolab.features.classic import classic_features
+
+        return classic_features(wave, spec.sample_rate, name)
+
+    return compute
+
+
+def register_all() -> None:
+    """Fill FEATURE_KINDS (idempotent); called lazily by the store so imports stay side-effect free."""
+    if "symbolic" in FEATURE_KINDS:
+        return
+    from pianolab.features.aligned import ALIGNED_NAMES
+    from pianolab.features.classic import CLASSIC_SETS, classic_names
+    from pianolab.features.spectrogram import SPECTROGRAMS
+    from pianolab.features.symbolic import SYMBOLIC_NAMES
+
+    FEATURE_KINDS.add("symbolic", FeatureKind("symbolic", "midi", MIDI_FIELDS, 1, SYMBOLIC_NAMES, _symbolic))
+    FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 1,
+                                                      SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned))
+    for name in CLASSIC_SETS:
+        kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name))
+        FEATURE_KINDS.add(name, kind)
+    for name in SPECTROGRAMS:
+        FEATURE_KINDS.add(name, FeatureKind(name, "audio", SPEC_FIELDS, 1, spectrogram=True))
+
+
+def get_kind(name: str) -> FeatureKind:
+    register_all()
+    return FEATURE_KINDS.get(name)

@@ -1,0 +1,77 @@
+"""Classic scikit-learn regressors on feature vectors, behind one fit/predict interface.
+
+`create_estimator(name, seed, top_k=None, **params)` -> `ClassicRegressor` with `fit(X (n, D),
+Y (n, 19))` and `predict(X) -> (n, 19)`. `params` go to the scikit-learn estimator (an unknown one is a
+PianolabError listing the valid ones). With `top_k`, `fit` first ranks features by the impurity
+importance of a random forest fitted on the data passed to `fit` (the training fold, never test
+data) and keeps the k best (`selected_`, in descending importance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import Ridge
+from sklearn.multioutput import MultiOutputRegressor
+
+from pianolab.errors import PianolabError
+from pianolab.features.select import select_top_k
+from pianolab.registry import Registry
+
+ESTIMATORS: Registry[Callable[[int], BaseEstimator]] = Registry("classic estimator")
+ESTIMATORS.add("ridge", lambda seed: Ridge(alpha=10.0))
+ESTIMATORS.add("random_forest", lambda seed: RandomForestRegressor(
+    n_estimators=300, min_samples_leaf=2, max_features=0.33, n_jobs=-1, random_state=seed))
+ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradientBoostingRegressor(
+    max_iter=300, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=seed),
+    n_jobs=-1))
+
+
+def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:
+    """Set `params` on `est`; for a MultiOutputRegressor on the wrapped estimator, except `n_jobs`
+    (parallel fits over the output dimensions)."""
+    params = dict(params)
+    if isinstance(est, MultiOutputRegressor):
+        if "n_jobs" in params:
+            est.set_params(n_jobs=params.pop("n_jobs"))
+        valid, target = {*est.estimator.get_params(deep=False), "n_jobs"}, est.estimator
+    else:
+        valid, target = set(est.get_params(deep=False)), est
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise PianolabError(f"estimator {name!r} does not accept {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(valid))}")
+    target.set_params(**params)
+    return est
+
+
+class ClassicRegressor:
+    """A scikit-learn regressor with optional top-k feature selection fitted inside `fit`."""
+
+    def __init__(self, name: str, estimator: BaseEstimator, seed: int, top_k: int | None = None):
+        self.name, self.estimator, self.seed, self.top_k = name, estimator, seed, top_k
+        self.selected_: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ClassicRegressor:
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if self.top_k is not None and self.top_k < x.shape[1]:
+            self.selected_ = select_top_k(x, y, self.top_k, self.seed)
+        self.estimator.fit(self._select(x), y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        pred = self.estimator.predict(self._select(np.asarray(x, dtype=np.float64)))
+        return pred.reshape(len(x), -1).astype(np.float32)
+
+    def _select(self, x: np.ndarray) -> np.ndarray:
+        return x if self.selected_ is None else x[:, self.selected_]
+
+
+def create_estimator(name: str, seed: int, top_k: int | None = None, **params) -> ClassicRegressor:
+    """The registered estimator `name` seeded with `seed`, with `params` set on it."""
+    est = _with_params(ESTIMATORS.get(name)(seed), name, params)
+    return ClassicRegressor(name, est, seed, top_k)

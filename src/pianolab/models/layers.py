@@ -1,0 +1,66 @@
+"""Small shared layers: stochastic depth, MLP, pre-norm transformer block, regression head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from pianolab.models.attention import ATTENTION
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability `p` (rescaled when kept)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
+class MLP(nn.Module):
+    """Token-wise feed-forward: Linear -> GELU -> Dropout -> Linear -> Dropout."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, heads: int, attention: str, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, **attention_kw):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = ATTENTION.get(attention)(dim, heads, attn_dropout=attn_dropout, proj_dropout=dropout,
+                                             **attention_kw)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """x (B, 1 + f*t, dim) -> same shape; `grid` = (f, t) patch grid behind the [CLS] token."""
+        x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def attention_weights(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, heads, N, N) attention weights this block would apply to `x`."""
+        return self.attn.weights(self.norm1(x), grid)
+
+
+def make_head(dim: int, n_outputs: int, dropout: float = 0.0, spectral_norm: bool = False) -> nn.Sequential:
+    """Regression head (B, dim) -> (B, n_outputs): LayerNorm, dropout, Linear (optionally spectral-normed)."""
+    linear = nn.Linear(dim, n_outputs)
+    if spectral_norm:
+        linear = _spectral_norm(linear)
+    return nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout), linear)

@@ -1,0 +1,121 @@
+"""Predict the 19 ratings of new performances with a finished run, through the same feature store.
+
+A run folder knows which features its model needs (its `config.yaml`) and holds the
+normalisation fitted on its training fold; `predict` computes exactly those features for the
+inputs and refuses a model whose feature width no longer matches what the store produces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pianolab.config import config_from_dict
+from pianolab.data.percepiano import DIMENSIONS
+from pianolab.errors import PianolabError, fail
+from pianolab.train.inputs import Inputs, VectorScaler, load_inputs
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """MIDI files, and the .mid/.midi files inside folders, in a stable order."""
+    out = []
+    for p in inputs:
+        if p.is_dir():
+            out += sorted(x for x in p.rglob("*") if x.suffix.lower() in {".mid", ".midi"})
+        elif p.exists():
+            out.append(p)
+        else:
+            raise fail(p, "no such file or folder")
+    return out
+
+
+def _load_run(folder: Path):
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
+    cfg_path = folder / "config.yaml"
+    if not cfg_path.is_file():
+        raise fail(folder, "not a run folder (no config.yaml)")
+    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+    return folder, cfg
+
+
+def predict_files(paths: list[Path], model: Path | None = None, device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
+    """Predictions (stem + 19 named columns, 0..1) for the files that worked, and one error line
+    for each file that did not."""
+    import torch
+
+    folder, cfg = _load_run(model or DEFAULT_MODEL)
+    errors, good = [], []
+    for p in paths:
+        if p.suffix.lower() not in {".mid", ".midi"}:
+            errors.append(f"{p}: not a MIDI file (this model needs {_needs(cfg)} from MIDI)")
+        else:
+            good.append(p)
+    if not good:
+        return pd.DataFrame(columns=["stem", *DIMENSIONS]), errors
+    inputs = load_inputs(cfg.features, good, device=device, on_error="skip")
+    for p, ok in zip(good, inputs.ok, strict=False):
+        if not ok:
+            errors.append(f"{p}: unreadable or empty MIDI, skipped")
+    keep = np.flatnonzero(inputs.ok)
+    inputs = inputs.subset(keep)
+    if (folder / "checkpoint.pt").is_file():
+        ckpt = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+        pred = _predict_neural(ckpt, inputs, device)
+        norm = ckpt["norm"]
+    elif (folder / "model.joblib").is_file():
+        import joblib
+
+        saved = joblib.load(folder / "model.joblib")  # a local run folder of ours; pickles are trusted here
+        norm = saved["norm"]
+        pred = saved["estimator"].predict(_vector(inputs, norm, folder))
+    else:
+        raise fail(folder, "run has no checkpoint.pt or model.joblib (not finished?)")
+    pred = np.asarray(pred) * np.asarray(norm["y_std"]) + np.asarray(norm["y_mean"])
+    df = pd.DataFrame(pred, columns=list(DIMENSIONS))
+    df.insert(0, "stem", [good[i].stem.strip() for i in keep])
+    return df, errors
+
+
+def _needs(cfg) -> str:
+    kinds = ([cfg.features.spectrogram] if cfg.features.spectrogram else []) + list(cfg.features.vector)
+    return ", ".join(kinds)
+
+
+def _vector(inputs: Inputs, norm: dict, folder: Path) -> np.ndarray:
+    names = norm["vector_names"]
+    cols = np.asarray(norm["columns"], dtype=int)
+    scaler = VectorScaler.from_state(norm["scaler"])
+    if inputs.vector.shape[1] != len(scaler.mean):
+        raise fail(folder, f"model was trained on {len(scaler.mean)} vector features but the feature store "
+                           f"now produces {inputs.vector.shape[1]}; retrain the model")
+    if [inputs.vector_names[c] for c in cols] != names:
+        raise fail(folder, "feature names differ from the model's; retrain the model")
+    return scaler.transform(inputs.vector)[:, cols]
+
+
+def _predict_neural(ckpt: dict, inputs: Inputs, device: str) -> np.ndarray:
+    import torch
+
+    from pianolab.models import create_model
+
+    norm = ckpt["norm"]
+    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    batch = {}
+    if inputs.spec is not None:
+        if inputs.spec.shape[1:3] != (ckpt["model_kwargs"].get("in_channels"), ckpt["model_kwargs"].get("n_freq")):
+            raise PianolabError(f"model expects spectrograms of {ckpt['model_kwargs'].get('in_channels')} x "
+                                f"{ckpt['model_kwargs'].get('n_freq')} bins, got {inputs.spec.shape[1:3]}")
+        batch["spec"] = torch.from_numpy((inputs.spec - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
+    if inputs.vector is not None:
+        batch["vector"] = torch.from_numpy(_vector(inputs, norm, Path("checkpoint"))).to(device)
+    with torch.no_grad():
+        return model(batch).float().cpu().numpy()

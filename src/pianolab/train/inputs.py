@@ -1,0 +1,113 @@
+"""Model inputs for one run: features from the feature store, as fixed-shape arrays.
+
+`load_inputs` asks the feature store for every kind a config names (the same store `predict`
+uses) and returns `Inputs`: `spec` (N, C, F, T) with T fixed by `seconds` (crop, or pad with the
+array's minimum, i.e. silence on a log scale) and `vector` (N, D) with the named features of every
+vector kind concatenated. NaN/inf in vectors become NaN here and are imputed by `VectorScaler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pianolab.config import FeatureConfig
+from pianolab.errors import PianolabError
+
+
+@dataclass
+class Inputs:
+    spec: np.ndarray | None  # (N, C, F, T) float32
+    vector: np.ndarray | None  # (N, D) float32
+    vector_names: list[str]
+    ok: np.ndarray  # (N,) bool: False where a feature could not be computed
+
+    def subset(self, idx: np.ndarray) -> Inputs:
+        return Inputs(None if self.spec is None else self.spec[idx],
+                      None if self.vector is None else self.vector[idx], self.vector_names, self.ok[idx])
+
+
+def feature_spec(cfg: FeatureConfig, kind: str, copy: int = 0, augment: str | None = None):
+    from pianolab.features.store import FeatureSpec
+
+    return FeatureSpec.from_dict({"kind": kind, "renderer": cfg.renderer, "seconds": cfg.seconds,
+                                  "length_policy": cfg.length_policy, "augment": augment, "copy": copy})
+
+
+def frames_for(cfg: FeatureConfig) -> int:
+    return int(round(cfg.seconds * feature_spec(cfg, cfg.spectrogram).frame_rate))
+
+
+def _fit_frames(arr: np.ndarray, frames: int) -> np.ndarray:
+    if arr.shape[-1] >= frames:
+        return arr[..., :frames]
+    pad = np.full(arr.shape[:-1] + (frames - arr.shape[-1],), arr.min(), dtype=arr.dtype)
+    return np.concatenate([arr, pad], axis=-1)
+
+
+def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None = None,
+                on_error: str = "skip", progress: bool = False, copy: int = 0,
+                augment: str | None = None) -> Inputs:
+    """Features of every configured kind for `midi_paths` (one row per path)."""
+    from pianolab.features.store import load_features
+
+    if not cfg.spectrogram and not cfg.vector:
+        raise PianolabError("features: name a spectrogram kind and/or vector kinds")
+    n = len(midi_paths)
+    ok = np.ones(n, dtype=bool)
+    spec = None
+    if cfg.spectrogram:
+        table = load_features(midi_paths, feature_spec(cfg, cfg.spectrogram, copy, augment),
+                              device=device, on_error=on_error, progress=progress)
+        frames = frames_for(cfg)
+        shape = next(a.shape for a in table.arrays if a is not None)
+        spec = np.zeros((n, shape[0], shape[1], frames), dtype=np.float32)
+        for i, a in enumerate(table.arrays):
+            ok[i] &= a is not None
+            if a is not None:
+                spec[i] = _fit_frames(a.astype(np.float32), frames)
+    blocks, names = [], []
+    for kind in cfg.vector:
+        table = load_features(midi_paths, feature_spec(cfg, kind, copy, augment), device=device,
+                              on_error=on_error, progress=progress)
+        width = len(table.names)
+        block = np.full((n, width), np.nan, dtype=np.float32)
+        for i, a in enumerate(table.arrays):
+            ok[i] &= a is not None
+            if a is not None:
+                block[i] = a
+        blocks.append(block)
+        names += [f"{kind}:{x}" for x in table.names]
+    vector = np.concatenate(blocks, axis=1) if blocks else None
+    if vector is not None:
+        vector[~np.isfinite(vector)] = np.nan
+    return Inputs(spec, vector, names, ok)
+
+
+@dataclass
+class VectorScaler:
+    """Median imputation + standardisation fitted on the training fold only."""
+
+    median: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> VectorScaler:
+        median = np.nan_to_num(np.nanmedian(x, axis=0))
+        filled = np.where(np.isnan(x), median, x)
+        std = filled.std(axis=0)
+        return cls(median, filled.mean(axis=0), np.where(std > 1e-8, std, 1.0))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        filled = np.where(np.isnan(x), self.median, x)
+        return np.clip((filled - self.mean) / self.std, -10, 10).astype(np.float32)
+
+    def state(self) -> dict:
+        return {"median": self.median.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_state(cls, d: dict) -> VectorScaler:
+        return cls(*(np.asarray(d[k], dtype=np.float64) for k in ("median", "mean", "std")))

@@ -1,0 +1,251 @@
+"""One run = one config, one fold, one seed: data -> features -> fit -> predictions -> run folder.
+
+Neural models train with `Trainer`; scikit-learn estimators (`pianolab.models.classic`) are fitted
+directly; both leave the same run folder, so they meet in the same A/B tables. Normalisation
+(vector scaling, target standardisation, top-k selection) is fitted on the training items only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pianolab import track
+from pianolab.config import RunConfig, to_dict
+from pianolab.data.percepiano import Dataset, load_dataset
+from pianolab.data.splits import get_split
+from pianolab.errors import PianolabError
+from pianolab.train.inputs import Inputs, VectorScaler, load_inputs
+
+SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
+
+
+@dataclass
+class Roles:
+    """Item indices (into the dataset) of the training, validation and test parts of a fold."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[Roles, dict]:
+    """Indices of this run's fold; the validation carve-out takes whole excerpt groups of train."""
+    d = cfg.data
+    split = get_split(dataset, d.split, d.folds, d.repeats, d.split_seed)
+    if d.repeat >= split.n_repeats or d.fold >= split.folds:
+        raise PianolabError(f"split {split.id} has {split.n_repeats} repeat(s) x {split.folds} folds; "
+                            f"asked for repeat {d.repeat} fold {d.fold}")
+    fold = split.repeats[d.repeat][d.fold]
+    keep = (lambda s: not dataset.items[dataset.index[s]].deadpan) if d.humans_only else (lambda s: True)
+    train = np.array([dataset.index[s] for s in fold.train if keep(s)])
+    test = np.array([dataset.index[s] for s in fold.test if keep(s)])
+    val = np.array([], dtype=int)
+    if val_fraction > 0:
+        groups = dataset.column("group")[train]
+        names = np.unique(groups)
+        rng = np.random.default_rng(cfg.train.seed + 7919 * d.fold)
+        chosen = rng.choice(names, size=max(1, int(round(val_fraction * len(names)))), replace=False)
+        is_val = np.isin(groups, chosen)
+        train, val = train[~is_val], train[is_val]
+    meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
+            "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test)}
+    return Roles(train, val, test), meta
+
+
+def summarise(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict:
+    from pianolab.evaluate.metrics import compute_metrics
+
+    res = compute_metrics(list(SUMMARY_METRICS), y, pred, groups=groups)
+    return {name: float(r.value) for name, r in res.items()}
+
+
+def is_estimator(name: str) -> bool:
+    from pianolab.models.classic import ESTIMATORS
+
+    return name in ESTIMATORS
+
+
+def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: str = "",
+            progress: bool = False) -> dict:
+    """Run (or resume) one cell and write its folder; returns the test-set summary metrics."""
+    dataset = load_dataset(cfg.data.root)
+    estimator = is_estimator(cfg.model.name)
+    roles, meta = fold_roles(cfg, dataset, 0.0 if estimator else cfg.regularize.val_fraction)
+    if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
+        track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant})
+    from pianolab.train.trainer import pick_device, seed_everything
+
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    used = np.concatenate([roles.train, roles.val, roles.test])
+    inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in used],
+                         device=str(device), progress=progress)
+    if not inputs.ok.all():
+        bad = [dataset.items[i].stem for i, good in zip(used, inputs.ok, strict=False) if not good]
+        raise PianolabError(f"features failed for {len(bad)} item(s), e.g. {bad[0]!r}")
+    pos = {int(i): k for k, i in enumerate(used)}
+    part = {r: inputs.subset(np.array([pos[int(i)] for i in getattr(roles, r)], dtype=int))
+            for r in ("train", "val", "test")}
+    part["train"] = _with_augmented_copies(cfg, dataset, roles.train, part["train"], str(device))
+    y_all = dataset.labels
+    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
+    prepared, norm = _prepare(cfg, part, targets["train"])
+    fit = _fit_estimator if estimator else _fit_neural
+    preds = fit(cfg, prepared, targets, norm, folder, device)
+    stems, role_names, pred, true = [], [], [], []
+    for r in ("test", "val"):
+        idx = getattr(roles, r)
+        stems += [dataset.items[i].stem for i in idx]
+        role_names += [r] * len(idx)
+        pred.append(preds[r])
+        true.append(y_all[idx])
+    pred, true = np.concatenate(pred), np.concatenate(true)
+    track.write_predictions(folder / "predictions.parquet", stems, role_names, pred, true,
+                            cfg.data.fold, cfg.train.seed, cfg.data.repeat)
+    n_test = len(roles.test)
+    summary = summarise(true[:n_test], pred[:n_test], dataset.column("group")[roles.test])
+    track.finish_run(folder, summary)
+    (folder / "state.pt").unlink(missing_ok=True)
+    return summary
+
+
+def _copies(cfg: RunConfig) -> int:
+    return max(1, cfg.features.augment_factor)
+
+
+def _with_augmented_copies(cfg, dataset, train_idx, train: Inputs, device: str) -> Inputs:
+    """Training inputs plus `augment_factor - 1` MIDI-augmented renderings of every training item."""
+    if _copies(cfg) == 1:
+        return train
+    preset = cfg.augment.preset if cfg.augment.preset != "none" else "medium"
+    paths = [dataset.items[i].midi_path for i in train_idx]
+    parts = [train] + [load_inputs(cfg.features, paths, device=device, copy=c, augment=preset)
+                       for c in range(1, _copies(cfg))]
+    cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731
+    return Inputs(cat([p.spec for p in parts]), cat([p.vector for p in parts]), train.vector_names,
+                  np.concatenate([p.ok for p in parts]))
+
+
+def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray):
+    """Fit vector scaling, top-k selection and target standardisation on the training part."""
+    norm: dict = {"y_mean": y_train.mean(0), "y_std": y_train.std(0) + 1e-8}
+    if part["train"].vector is not None:
+        scaler = VectorScaler.fit(part["train"].vector)
+        norm["scaler"] = scaler
+        cols = np.arange(part["train"].vector.shape[1])
+        if cfg.features.top_k:
+            from pianolab.features.select import select_top_k
+
+            cols = np.asarray(select_top_k(scaler.transform(part["train"].vector), y_train,
+                                           cfg.features.top_k, cfg.train.seed))
+        norm["columns"] = cols
+        norm["vector_names"] = [part["train"].vector_names[c] for c in cols]
+        for r, inp in part.items():
+            if inp.vector is not None and len(inp.vector):
+                part[r] = Inputs(inp.spec, scaler.transform(inp.vector)[:, cols], norm["vector_names"], inp.ok)
+    if part["train"].spec is not None:  # per-bin standardisation with training statistics
+        spec = part["train"].spec
+        norm["spec_mean"] = float(spec.mean())
+        norm["spec_std"] = float(spec.std() + 1e-6)
+        for r, inp in part.items():
+            if inp.spec is not None:
+                part[r] = Inputs((inp.spec - norm["spec_mean"]) / norm["spec_std"], inp.vector,
+                                 inp.vector_names, inp.ok)
+    return part, norm
+
+
+def _standardise(y: np.ndarray, norm: dict, shrink: float) -> np.ndarray:
+    z = (y - norm["y_mean"]) / norm["y_std"]
+    return z * (1.0 - shrink)  # label smoothing for regression: shrink toward the training mean
+
+
+def _fit_estimator(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarray]:
+    import joblib
+
+    from pianolab.models.classic import create_estimator
+
+    if part["train"].vector is None:
+        raise PianolabError(f"model {cfg.model.name!r} needs vector features (features.vector)")
+    est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
+    est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing))
+    joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
+                folder / "model.joblib")
+    out = {}
+    for r in ("val", "test"):
+        x = part[r].vector
+        out[r] = (est.predict(x) * norm["y_std"] + norm["y_mean"]) if len(x) else np.empty((0, 19))
+    return out
+
+
+def _to_device(inp: Inputs, device: torch.device) -> dict[str, torch.Tensor]:
+    batch = {}
+    if inp.spec is not None:
+        batch["spec"] = torch.from_numpy(np.ascontiguousarray(inp.spec)).to(device)
+    if inp.vector is not None:
+        batch["vector"] = torch.from_numpy(np.ascontiguousarray(inp.vector)).to(device)
+    return batch
+
+
+def build_model(cfg: RunConfig, part_train: Inputs):
+    from pianolab.models import create_model
+
+    kw = {}
+    if part_train.spec is not None:
+        kw.update(in_channels=part_train.spec.shape[1], n_freq=part_train.spec.shape[2],
+                  n_frames=part_train.spec.shape[3])
+    if part_train.vector is not None:
+        kw["in_features"] = part_train.vector.shape[1]
+    return create_model(cfg.model.name, **kw, **cfg.model.params), kw
+
+
+def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarray]:
+    from pianolab.train.trainer import Tensors, Trainer
+
+    model, shape_kw = build_model(cfg, part["train"])
+    model.to(device)
+    as_target = lambda y: torch.from_numpy(_standardise(y, norm, 0.0)).float().to(device)  # noqa: E731
+    train_y = torch.from_numpy(_standardise(targets["train"], norm, cfg.objective.label_smoothing))
+    train = Tensors(_to_device(part["train"], device), train_y.float().to(device))
+    val = Tensors(_to_device(part["val"], device), as_target(targets["val"]))
+    test = Tensors(_to_device(part["test"], device), None)
+    bs = cfg.train.batch_size
+    trainer = Trainer(cfg, model, device, steps_per_epoch=max(1, len(train) // bs))
+    state_path = folder / "state.pt"
+    if state_path.is_file():
+        trainer.load_state(state_path)
+    metrics_path = folder / "metrics.jsonl"
+    recs = [r for r in track.read_metrics(folder) if r["epoch"] <= trainer.epoch]
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in recs))  # drop records past the resume
+    while trainer.epoch < cfg.train.epochs and not trainer.should_stop:
+        rec = trainer.train_epoch(train)
+        if len(val) and trainer.epoch % cfg.train.eval_every == 0:
+            rec.update(trainer.validate(val, _mean_pearson))
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if trainer.epoch % cfg.train.checkpoint_every == 0 and trainer.epoch < cfg.train.epochs:
+            trainer.save_state(state_path)
+    trainer.restore_best()
+    torch.save({"model": model.state_dict(), "model_name": cfg.model.name,
+                "model_kwargs": {**shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
+                "config": json.dumps(to_dict(cfg))}, folder / "checkpoint.pt")
+    return {r: trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
+            for r, t in (("val", val), ("test", test))}
+
+
+def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:
+    yc, pc = y - y.mean(0), p - p.mean(0)
+    den = np.sqrt((yc**2).sum(0) * (pc**2).sum(0))
+    return float(np.mean(np.where(den > 0, (yc * pc).sum(0) / np.where(den > 0, den, 1), 0)))
+
+
+def _norm_state(norm: dict) -> dict:
+    out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in norm.items() if k != "scaler"}
+    if "scaler" in norm:
+        out["scaler"] = norm["scaler"].state()
+    return out

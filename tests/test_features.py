@@ -1,0 +1,109 @@
+"""Spectrogram shapes and batch equivalence, filters vs librosa, classic and symbolic features."""
+
+import numpy as np
+import pytest
+
+from pianolab.data.music import score_midi_path
+from pianolab.features.aligned import ALIGNED_NAMES, score_aligned_features
+from pianolab.features.filters import mel_filters
+from pianolab.features.midi import read_notes
+from pianolab.features.select import select_top_k
+from pianolab.features.spectrogram import LENGTH_POLICIES, SPECTROGRAMS, compute_spectrograms, split_windows
+from pianolab.features.symbolic import SYMBOLIC_DOCS, SYMBOLIC_NAMES, performance_features
+
+SR, FR = 16000, 100
+GROUP = "Schubert_D960_mv3_8bars_12"
+
+
+def _tone(seconds: float, f: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.1 * np.sin(2 * np.pi * f * t) * np.exp(-t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,shape", [("mel_128", (1, 128)), ("mel_256", (1, 256)), ("log_mel", (1, 128)),
+                                        ("cqt", (1, 193)), ("multi_resolution", (3, 128))])
+def test_spectrogram_shapes(kind, shape):
+    (spec,) = compute_spectrograms([_tone(2.0)], kind, SR, FR)
+    assert spec.shape == (*shape, 200) and spec.dtype == np.float32 and np.isfinite(spec).all()
+
+
+@pytest.mark.parametrize("kind", sorted(SPECTROGRAMS.names()))
+def test_batched_equals_one_by_one(kind):
+    waves = [_tone(1.0, 220), _tone(2.3, 440), _tone(0.7, 880)]
+    batched = compute_spectrograms(waves, kind, SR, FR, batch_size=3)
+    for w, b in zip(waves, batched, strict=True):
+        (single,) = compute_spectrograms([w], kind, SR, FR, batch_size=1)
+        assert b.shape == single.shape
+        np.testing.assert_allclose(b, single, atol=1e-2)
+
+
+def test_cqt_peak_at_tone_frequency():
+    (spec,) = compute_spectrograms([_tone(1.0, 440.0)], "cqt", SR, FR)
+    assert 27.5 * 2 ** (spec[0, :, 50].argmax() / 24) == pytest.approx(440.0, rel=0.02)
+
+
+def test_mel_filters_match_librosa():
+    librosa = pytest.importorskip("librosa")
+    ref = librosa.filters.mel(sr=SR, n_fft=1024, n_mels=128, fmin=20, fmax=8000)
+    np.testing.assert_allclose(mel_filters(SR, 1024, 128, 20, 8000), ref, atol=1e-6)
+
+
+def test_length_policies():
+    x = _tone(3.2)
+    assert len(LENGTH_POLICIES.get("crop")(x, SR, 10.0, 60.0)) == 10 * SR
+    assert len(LENGTH_POLICIES.get("crop")(x, SR, 2.0, 60.0)) == 2 * SR
+    assert len(LENGTH_POLICIES.get("pad")(x, SR, 2.0, 5.0)) == 5 * SR
+    w = LENGTH_POLICIES.get("windows")(x, SR, 1.0, 60.0)
+    assert len(w) == 4 * SR
+    (spec,) = compute_spectrograms([w], "mel_128", SR, FR)
+    assert split_windows(spec, 100).shape == (4, 1, 128, 100)
+    assert split_windows(spec, 100, 50).shape == (7, 1, 128, 100)
+
+
+def test_symbolic_names_documented_and_finite(dataset):
+    assert len(SYMBOLIC_NAMES) >= 60 and set(SYMBOLIC_NAMES) == set(SYMBOLIC_DOCS)
+    for it in dataset.items[:5]:
+        x = performance_features(read_notes(it.midi_path))
+        assert x.shape == (len(SYMBOLIC_NAMES),) and np.isfinite(x).all()
+
+
+def test_symbolic_pedal_and_velocity_read_correctly(dataset):
+    human = next(it for it in dataset.items if it.group == GROUP and not it.deadpan)
+    f = dict(zip(SYMBOLIC_NAMES, performance_features(read_notes(human.midi_path)), strict=True))
+    notes = read_notes(human.midi_path)
+    assert f["n_notes"] == len(notes.notes)
+    assert f["vel_mean"] == pytest.approx(notes.notes[:, 3].mean())
+    assert 0 <= f["pedal_frac"] <= 1 and 0 <= f["legato_frac"] <= 1
+
+
+def test_aligned_deadpan_vs_human(dataset):
+    score = score_midi_path(dataset.root, GROUP)
+    items = [it for it in dataset.items if it.group == GROUP]
+    feats = {it.player: dict(zip(ALIGNED_NAMES, score_aligned_features(it.midi_path, score), strict=True))
+             for it in items}
+    dead = feats["Score"]
+    humans = [f for p, f in feats.items() if p not in ("Score", "Score2")]
+    assert dead["al_match_frac"] > 0.95
+    assert dead["dev_global_std"] < 0.005 and dead["tempo_log_std"] < 0.01
+    for h in humans:
+        assert h["al_match_frac"] > 0.8
+        assert h["dev_global_std"] > 5 * dead["dev_global_std"] + 0.01
+        assert h["tempo_log_std"] > 0.03
+
+
+def test_select_top_k_finds_informative_columns():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 10))
+    Y = np.stack([X[:, 3] * 2 + X[:, 7], X[:, 3] - X[:, 7]], 1) + 0.01 * rng.normal(size=(120, 2))
+    top = select_top_k(X, Y, 2, seed=0)
+    assert set(top) == {3, 7}
+    assert (select_top_k(X, Y, 2, seed=0) == top).all()
+
+
+def test_classic_set_names_match_output(dataset):
+    pytest.importorskip("librosa")
+    from pianolab.features.classic import classic_features, classic_names
+
+    x = classic_features(_tone(2.0), SR, "spectral_only")
+    assert x.shape == (len(classic_names("spectral_only")),) == (15,)
+    assert len(classic_names("all_traditional")) == 120
