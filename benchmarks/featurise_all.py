@@ -25,13 +25,16 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--shard", default="0/1", help="I/N: this process takes every N-th clip from I (run N "
+                    "processes at once; the store is safe for concurrent writers)")
     args = ap.parse_args()
 
     from pianolab.data.percepiano import load_dataset
     from pianolab.features.build import build
     from pianolab.features.store import FeatureSpec, Store
 
-    paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit]
+    index, count = map(int, args.shard.split("/"))
+    paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
     start = time.monotonic()
     tables = build(paths, specs, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)

@@ -41,3 +41,18 @@ def test_splits_make_check_and_leak_exit_code(tmp_path):
 def test_unknown_split_name():
     out = run("splits", "make", "nope", "--dir", "/tmp/unused-splits")
     assert out.returncode == 2 and "unknown split 'nope'" in out.stderr
+
+
+def test_predict_with_the_shipped_default_model(tmp_path):
+    midi = "data/percepiano/midi/Schubert_D960_mv3_8bars_3_12.mid"
+    out = run("predict", midi, str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p.csv"))
+    assert out.returncode == 2 and "no such file" in out.stderr  # a missing input is named
+    (tmp_path / "bad.txt").write_text("x")
+    out = run("predict", midi, str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "bad.txt: not a MIDI file" in out.stderr
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert list(df["stem"]) == ["Schubert_D960_mv3_8bars_3_12"] and df.shape == (1, 20)
+    assert df.iloc[0, 1:].between(0, 1).all()

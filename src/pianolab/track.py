@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -61,8 +62,10 @@ def _git(*args: str) -> str:
 
 def environment() -> dict:
     """Git commit + dirty flag, package versions, Python, host and GPU."""
-    versions = {}
-    for p in PACKAGES:
+    import pianolab
+
+    versions = {"pianolab": pianolab.__version__}
+    for p in PACKAGES[1:]:
         try:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
@@ -73,7 +76,8 @@ def environment() -> dict:
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
-    return {"git_commit": _git("rev-parse", "HEAD") or None,
+    commit = _git("rev-parse", "HEAD")
+    return {"git_commit": commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None,
             "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
             "packages": versions, "python": platform.python_version(), "host": platform.node(),
             "gpu": gpu}

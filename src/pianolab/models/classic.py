@@ -28,7 +28,7 @@ ESTIMATORS.add("random_forest", lambda seed: RandomForestRegressor(
     n_estimators=300, min_samples_leaf=2, max_features=0.33, n_jobs=-1, random_state=seed))
 ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradientBoostingRegressor(
     max_iter=300, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=seed),
-    n_jobs=-1))
+    n_jobs=None))  # HistGB threads itself (OpenMP); joblib processes here outlive ab --jobs workers
 
 
 def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:

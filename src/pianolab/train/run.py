@@ -175,7 +175,7 @@ def _fit_estimator(cfg, part, targets, norm, folder, device) -> dict[str, np.nda
     est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
     est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing))
     joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
-                folder / "model.joblib")
+                folder / "model.joblib", compress=3)
     out = {}
     for r in ("val", "test"):
         x = part[r].vector

@@ -1,0 +1,5 @@
+"""`python -m pianolab` = the `pianolab` command."""
+
+from pianolab.cli import main
+
+main()
