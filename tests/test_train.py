@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -119,3 +120,41 @@ def test_predict_real_bad_and_mismatched(tmp_path, dataset):
     torch.save(norm_ckpt, folder / "checkpoint.pt")
     with pytest.raises(PianolabError, match="retrain"):
         predict_files(good, folder)
+
+
+def test_predict_wav_and_midi_with_a_spectrogram_model(tmp_path, dataset):
+    """A spectrogram-only checkpoint predicts recorded WAV files and rendered MIDI alike."""
+    import wave
+
+    import yaml
+
+    from pianolab.config import to_dict
+    from pianolab.models import create_model
+    from pianolab.predict import predict_files
+
+    cfg = config_from_dict({"features": {"spectrogram": "log_mel", "seconds": 2.0},
+                            "model": {"name": "ast_ultra_tiny"}, "track": {"tracker": "none"}})
+    folder = tmp_path / "ast_run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    kwargs = {"in_channels": 1, "n_freq": 128, "n_frames": 200}
+    model = create_model("ast_ultra_tiny", **kwargs)
+    torch.save({"model": model.state_dict(), "model_name": "ast_ultra_tiny", "model_kwargs": kwargs,
+                "norm": {"y_mean": [0.5] * 19, "y_std": [0.1] * 19, "spec_mean": -40.0, "spec_std": 20.0},
+                "config": json.dumps(to_dict(cfg))}, folder / "checkpoint.pt")
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050) * 32767).astype("<i2")
+    wav = tmp_path / "take.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050), w.writeframes(tone.tobytes())
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVE")
+    df, errors = predict_files([wav, dataset.items[0].midi_path, broken], folder)
+    assert list(df["stem"]) == [dataset.items[0].stem, "take"]
+    assert np.isfinite(df.iloc[:, 1:].to_numpy()).all()
+    assert len(errors) == 1 and "broken.wav" in errors[0]
+
+
+def test_wall_time_budget_stops_training_after_an_epoch(tmp_path):
+    cfg = config_from_dict({**MLP, "train": {**MLP["train"], "epochs": 50, "max_seconds": 0.0}})
+    execute(cfg, tmp_path / "r")
+    assert [r["epoch"] for r in track.read_metrics(tmp_path / "r")] == [1]

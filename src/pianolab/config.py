@@ -86,6 +86,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100
+    max_seconds: float | None = None  # wall-time budget: stop after the epoch that passes it
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"

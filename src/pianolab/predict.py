@@ -16,7 +16,7 @@ import yaml
 from pianolab.config import config_from_dict
 from pianolab.data.percepiano import DIMENSIONS
 from pianolab.errors import PianolabError, fail
-from pianolab.train.inputs import Inputs, VectorScaler, load_inputs
+from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, load_wav_inputs
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
@@ -45,30 +45,51 @@ def _load_run(folder: Path):
     return folder, cfg
 
 
+AUDIO = {".wav"}
+MIDI = {".mid", ".midi"}
+
+
 def predict_files(paths: list[Path], model: Path | None = None, device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """Predictions (stem + 19 named columns, 0..1) for the files that worked, and one error line
-    for each file that did not."""
+    for each file that did not. MIDI always works; WAV only for spectrogram-only models."""
+    folder, cfg = _load_run(model or DEFAULT_MODEL)
+    audio_ok = bool(cfg.features.spectrogram) and not cfg.features.vector
+    errors, midi, wavs = [], [], []
+    for p in paths:
+        suffix = p.suffix.lower()
+        if suffix in MIDI:
+            midi.append(p)
+        elif suffix in AUDIO and audio_ok:
+            wavs.append(p)
+        else:
+            errors.append(f"{p}: not a MIDI file" + ("" if suffix not in AUDIO else " (this model needs "
+                          f"{_needs(cfg)} from MIDI; only spectrogram-only models take WAV)"))
+    frames, names = [], []
+    for files, loader in ((midi, lambda fs: load_inputs(cfg.features, fs, device=device, on_error="skip")),
+                          (wavs, lambda fs: load_wav_inputs(cfg.features, fs))):
+        if not files:
+            continue
+        inputs = loader(files)
+        errors += [f"{p}: unreadable or empty {p.suffix[1:].upper()} file, skipped"
+                   for p, ok in zip(files, inputs.ok, strict=True) if not ok]
+        keep = np.flatnonzero(inputs.ok)
+        if len(keep):
+            frames.append(_predict(folder, inputs.subset(keep), device))
+            names += [files[i].stem.strip() for i in keep]
+    if not frames:
+        return pd.DataFrame(columns=["stem", *DIMENSIONS]), errors
+    df = pd.DataFrame(np.concatenate(frames), columns=list(DIMENSIONS))
+    df.insert(0, "stem", names)
+    return df, errors
+
+
+def _predict(folder: Path, inputs: Inputs, device: str) -> np.ndarray:
+    """Predictions on the 0..1 label scale from a run's checkpoint.pt or model.joblib."""
     import torch
 
-    folder, cfg = _load_run(model or DEFAULT_MODEL)
-    errors, good = [], []
-    for p in paths:
-        if p.suffix.lower() not in {".mid", ".midi"}:
-            errors.append(f"{p}: not a MIDI file (this model needs {_needs(cfg)} from MIDI)")
-        else:
-            good.append(p)
-    if not good:
-        return pd.DataFrame(columns=["stem", *DIMENSIONS]), errors
-    inputs = load_inputs(cfg.features, good, device=device, on_error="skip")
-    for p, ok in zip(good, inputs.ok, strict=False):
-        if not ok:
-            errors.append(f"{p}: unreadable or empty MIDI, skipped")
-    keep = np.flatnonzero(inputs.ok)
-    inputs = inputs.subset(keep)
     if (folder / "checkpoint.pt").is_file():
         ckpt = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
-        pred = _predict_neural(ckpt, inputs, device)
-        norm = ckpt["norm"]
+        pred, norm = _predict_neural(ckpt, inputs, device), ckpt["norm"]
     elif (folder / "model.joblib").is_file():
         import joblib
 
@@ -77,10 +98,7 @@ def predict_files(paths: list[Path], model: Path | None = None, device: str = "c
         pred = saved["estimator"].predict(_vector(inputs, norm, folder))
     else:
         raise fail(folder, "run has no checkpoint.pt or model.joblib (not finished?)")
-    pred = np.asarray(pred) * np.asarray(norm["y_std"]) + np.asarray(norm["y_mean"])
-    df = pd.DataFrame(pred, columns=list(DIMENSIONS))
-    df.insert(0, "stem", [good[i].stem.strip() for i in keep])
-    return df, errors
+    return np.asarray(pred) * np.asarray(norm["y_std"]) + np.asarray(norm["y_mean"])
 
 
 def _needs(cfg) -> str:

@@ -12,7 +12,7 @@ split: {name: excerpt, folds: 4, seed: 0}
 primary_metric: pearson                     # any registered metric
 rope: 0.01
 alpha: 0.05
-budget: {epochs: 100}                       # equal for every variant
+budget: {epochs: 100, wall_time_s: 60}      # equal for every variant (epochs and/or seconds per run)
 early_stop: {min_seeds: 3}                  # optional sequential rule
 evaluation: []                              # optional evaluation sections for every variant
 ```
@@ -20,7 +20,7 @@ evaluation: []                              # optional evaluation sections for e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -33,7 +33,8 @@ _TOP_KEYS = {"name", "hypothesis", "baseline", "variants", "seeds", "split", "pr
              "alpha", "budget", "early_stop", "evaluation", "tuning"}
 _SPLIT_KEYS = {"name", "folds", "seed"}
 _BUDGET_KEYS = {"epochs", "wall_time_s", "trials"}
-_CELL_KEYS = {"data.repeat", "data.fold", "data.repeats", "data.split_seed", "train.seed", "train.epochs"}
+_CELL_KEYS = {"data.repeat", "data.fold", "data.repeats", "data.split_seed", "train.seed", "train.epochs",
+              "train.max_seconds"}
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,8 @@ class Experiment:
     alpha: float = 0.05
     epochs: int | None = None
     wall_time_s: float | None = None
-    trials: int | None = None
     early_stop_min_seeds: int | None = None
     evaluation: tuple[str, ...] = ()
-    tuning: dict = field(default_factory=dict)
     source: str = "<experiment>"
 
     @property
@@ -87,6 +86,8 @@ class Experiment:
                    "train.seed": seed}
         if self.epochs is not None:
             imposed["train.epochs"] = self.epochs
+        if self.wall_time_s is not None:
+            imposed["train.max_seconds"] = float(self.wall_time_s)
         data = apply_overrides(self.baseline, imposed)
         if variant != BASELINE:
             data = apply_overrides(data, self._variant(variant).overrides)
@@ -148,6 +149,9 @@ def load_experiment(path: Path | str) -> Experiment:
     _check_keys(split, _SPLIT_KEYS, "split.", source)
     budget = data.get("budget", {}) or {}
     _check_keys(budget, _BUDGET_KEYS, "budget.", source)
+    if data.get("tuning") or budget.get("trials"):
+        raise PianolabError(f"{source}: tuning (an Optuna search per variant) is not implemented yet; "
+                            "remove 'tuning' and 'budget.trials'")
     early = data.get("early_stop") or {}
     _check_keys(early, {"min_seeds"}, "early_stop.", source)
     exp = Experiment(
@@ -156,9 +160,9 @@ def load_experiment(path: Path | str) -> Experiment:
         seeds=int(data.get("seeds", 5)), split=split.get("name", "excerpt"), folds=int(split.get("folds", 4)),
         split_seed=int(split.get("seed", 0)), primary_metric=str(data.get("primary_metric", "pearson")),
         rope=float(data.get("rope", 0.01)), alpha=float(data.get("alpha", 0.05)),
-        epochs=budget.get("epochs"), wall_time_s=budget.get("wall_time_s"), trials=budget.get("trials"),
+        epochs=budget.get("epochs"), wall_time_s=budget.get("wall_time_s"),
         early_stop_min_seeds=early.get("min_seeds"), evaluation=tuple(data.get("evaluation") or ()),
-        tuning=data.get("tuning") or {}, source=source)
+        source=source)
     for v in exp.variant_names:
         exp.config(v)  # validates keys and types of every variant
     _check_metric(exp)

@@ -8,6 +8,7 @@ directly; both leave the same run folder, so they meet in the same A/B tables. N
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +223,8 @@ def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarra
     metrics_path = folder / "metrics.jsonl"
     recs = [r for r in track.read_metrics(folder) if r["epoch"] <= trainer.epoch]
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in recs))  # drop records past the resume
+    budget = cfg.train.max_seconds
+    started = time.perf_counter()
     while trainer.epoch < cfg.train.epochs and not trainer.should_stop:
         rec = trainer.train_epoch(train)
         if len(val) and trainer.epoch % cfg.train.eval_every == 0:
@@ -230,6 +233,8 @@ def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarra
             f.write(json.dumps(rec) + "\n")
         if trainer.epoch % cfg.train.checkpoint_every == 0 and trainer.epoch < cfg.train.epochs:
             trainer.save_state(state_path)
+        if budget is not None and time.perf_counter() - started > budget:
+            break  # equal wall time for every variant (plan budget); not bit-reproducible by nature
     trainer.restore_best()
     torch.save({"model": model.state_dict(), "model_name": cfg.model.name,
                 "model_kwargs": {**shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
