@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One self-contained call on the GPU machine (no internet; the device tool carries .whl):
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
-#   bash benchmarks/gpu_suite.sh STAGE...   stages: featurise | features_fast | throughput | ab:NAME
+#   bash benchmarks/gpu_suite.sh STAGE...
+# stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
 # Results land in $OUT (logs, reports). Each stage is time-guarded so the call ends inside its limit.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -28,6 +29,15 @@ for stage in "$@"; do
       grep -h "skipped [1-9]\|Error\|Fatal" /tmp/feat-*.log | head -20 | tee -a "$OUT/featurise.txt"
       echo "16 shards, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
         | tee -a "$OUT/featurise.txt" ;;
+    determinism)
+      guard 200 python3 benchmarks/gpu_determinism.py 2>&1 | tail -3 | tee "$OUT/determinism.txt" ;;
+    evaluate:*)  # evaluate a finished experiment: evaluate:NAME
+      name=${stage#evaluate:}
+      guard 400 python3 -m pianolab evaluate "experiments/$name.yaml" 2>&1 | tail -20 | tee "$OUT/evaluate-$name.txt"
+      (cd "/tmp/runs/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
+    throughput_compile)
+      guard 240 python3 benchmarks/train_throughput.py --epochs 2 --compile --sizes ast_ultra_tiny,ast_small \
+        --strides 16 2>&1 | tee "$OUT/throughput_compile.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml

@@ -267,11 +267,22 @@ def write_report(exp: Experiment, root: Path | None = None, echo=print) -> dict[
     out = (root or track.runs_root()) / exp.name / "report"
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = _plots(exp, res, a, out)
-    md = render_markdown(exp, res, a, plot_paths, root)
+    md = render_markdown(exp, res, a, plot_paths, root) + _evaluation(exp, root, echo)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(render_html(md, out))
     echo(terminal_table(a))
     return {"markdown": out / "report.md", "html": out / "report.html", **plot_paths}
+
+
+def _evaluation(exp: Experiment, root: Path | None, echo) -> str:
+    """Run the experiment file's `evaluation:` sections; a Markdown paragraph pointing to them."""
+    if not exp.evaluation:
+        return ""
+    from pianolab.evaluate.suite import evaluate_experiment
+
+    paths = evaluate_experiment(exp, root, exp.evaluation, echo=echo)
+    return (f"\n## Evaluation\n\nSections {', '.join(exp.evaluation)} for every variant: "
+            f"../evaluation/{paths['markdown'].name} and ../evaluation/{paths['html'].name}\n")
 
 
 def terminal_table(a: dict) -> str:

@@ -1,0 +1,137 @@
+"""Rebuild a finished run's model and its test inputs exactly as training saw them (feature store,
+training-fold normalisation), for the sections that need the model itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pianolab.data.percepiano import Dataset
+from pianolab.evaluate.context import Probe, Run
+
+
+def load_neural(run: Run):
+    """(model in eval mode on CPU, norm dict) from checkpoint.pt (weights only, no pickled code)."""
+    import torch
+
+    from pianolab.models import create_model
+
+    ckpt = torch.load(run.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["norm"]
+
+
+def _norm(run: Run) -> dict:
+    if run.neural:
+        return load_neural(run)[1]
+    import joblib
+
+    return joblib.load(run.folder / "model.joblib")["norm"]  # our own run folder: trusted pickle
+
+
+def scale_vector(raw: np.ndarray, norm: dict) -> np.ndarray:
+    """Raw store features (n, D) -> the model's scaled, selected columns (n, d)."""
+    from pianolab.train.inputs import VectorScaler
+
+    cols = np.asarray(norm["columns"], dtype=int)
+    return VectorScaler.from_state(norm["scaler"]).transform(raw)[:, cols]
+
+
+@dataclass
+class VectorProbe:
+    """Scaled vector inputs `X` (n, d) of a run's test items, their labels `y`, excerpt `groups`,
+    feature `names`, and `predict(X) -> (n, 19)` on the 0..1 scale (other inputs held fixed)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    names: list[str]
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
+    """Test-fold vector inputs of a sklearn or neural (vector / hybrid) run, through the feature store."""
+    from pianolab.train.inputs import load_inputs
+
+    idx, y, _ = run.predictions(dataset)
+    inputs = load_inputs(run.cfg.features, [dataset.items[i].midi_path for i in idx])
+    keep = np.flatnonzero(inputs.ok)
+    norm = _norm(run)
+    X = scale_vector(inputs.vector[keep], norm)
+    y_mean, y_std = np.asarray(norm["y_mean"]), np.asarray(norm["y_std"])
+    if run.neural:
+        import torch
+
+        model, _ = load_neural(run)
+        fixed = {}
+        if inputs.spec is not None:
+            fixed["spec"] = torch.from_numpy((inputs.spec[keep] - norm["spec_mean"]) / norm["spec_std"]).float()
+
+        def predict(Xs: np.ndarray) -> np.ndarray:
+            outs = []
+            with torch.no_grad():  # chunks of one test fold: the fixed inputs line up row by row
+                for start in range(0, len(Xs), len(X)):
+                    vec = torch.from_numpy(np.asarray(Xs[start : start + len(X)], dtype=np.float32))
+                    outs.append(model({**fixed, "vector": vec}).float().numpy())
+            return np.concatenate(outs) * y_std + y_mean
+    else:
+        import joblib
+
+        est = joblib.load(run.folder / "model.joblib")["estimator"]
+        predict = lambda Xs: est.predict(Xs) * y_std + y_mean  # noqa: E731
+    return VectorProbe(X, y[keep], dataset.column("group")[idx[keep]], list(norm["vector_names"]), predict)
+
+
+def render_waves(run: Run, paths) -> list[np.ndarray]:
+    """Full renderings of MIDI files with the run's renderer (mono float, 16 kHz)."""
+    from pianolab.render.renderers import make_renderer
+
+    renderer = make_renderer(run.cfg.features.renderer)
+    return [renderer.render(p.read_bytes()) for p in paths]
+
+
+def spectrogram_featuriser(run: Run, norm: dict, sample_rate: int = 16000) -> Callable:
+    """waves -> normalised (n, C, F, T) float tensor, as the feature store and training made it."""
+    import torch
+
+    from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
+    from pianolab.train.inputs import _fit_frames, feature_spec, frames_for
+
+    f = run.cfg.features
+    spec = feature_spec(f, f.spectrogram)
+    policy = LENGTH_POLICIES.get(spec.length_policy)
+    frames = frames_for(f)
+
+    def featurise(waves: list[np.ndarray]) -> torch.Tensor:
+        cut = [policy(np.asarray(w, dtype=np.float32), spec.sample_rate, spec.seconds, spec.max_seconds)
+               for w in waves]
+        specs = compute_spectrograms(cut, spec.kind, spec.sample_rate, spec.frame_rate)
+        arr = np.stack([_fit_frames(s.astype(np.float32), frames) for s in specs])
+        return torch.from_numpy((arr - norm["spec_mean"]) / norm["spec_std"]).float()
+
+    return featurise
+
+
+def build_probe(run: Run, dataset: Dataset, n_items: int) -> Probe:
+    """Model + the first `n_items` test items of a neural run: rendered audio, spectrogram (and vector)."""
+    import torch
+
+    from pianolab.train.inputs import load_inputs
+
+    model, norm = load_neural(run)
+    idx, y, _ = run.predictions(dataset)
+    idx, y = idx[:n_items], y[:n_items]
+    paths = [dataset.items[i].midi_path for i in idx]
+    batch, waves, featurise = {}, None, None
+    if run.cfg.features.spectrogram:
+        waves = render_waves(run, paths)
+        featurise = spectrogram_featuriser(run, norm)
+        batch["spec"] = featurise(waves)
+    if run.cfg.features.vector:
+        inputs = load_inputs(run.cfg.features, paths)
+        batch["vector"] = torch.from_numpy(scale_vector(inputs.vector, norm))
+    return Probe(model, batch, y, [dataset.items[i].stem for i in idx], np.asarray(norm["y_mean"]),
+                 np.asarray(norm["y_std"]), waves, featurise)

@@ -1,0 +1,213 @@
+"""Robustness sections: the metric drop, per dimension, when the test audio or inputs are perturbed.
+
+Audio conditions re-render nothing: the run's test items are rendered once (`Probe.waves`), the
+transform is applied to the audio, and the spectrogram is recomputed exactly as the feature store
+makes it. Cross-composer / cross-performer are split choices, reported from runs that used them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from pianolab.data.percepiano import DIMENSIONS
+from pianolab.evaluate import plots
+from pianolab.evaluate.context import Context, Probe, Run, slug
+from pianolab.evaluate.sections import SECTIONS, SectionResult, image, md_table, paired_lines
+
+METRICS_USED = ("pearson", "mse")
+Conditions = Callable[[Probe], dict[str, list[np.ndarray]]]
+
+
+def _scores(y: np.ndarray, pred: np.ndarray) -> dict:
+    from pianolab.evaluate.metrics import compute_metrics
+
+    return compute_metrics(METRICS_USED, y, pred)
+
+
+def audio_report(probe: Probe, conditions: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """`robustness_report` of the probe's model on perturbed waves vs the clean ones."""
+    from pianolab.evaluate.robustness import robustness_report
+
+    clean = _scores(probe.y, probe.predict(probe.batch))
+    pert = {c: _scores(probe.y, probe.predict({**probe.batch, "spec": probe.featurise(w)}))
+            for c, w in conditions.items()}
+    return robustness_report(clean, pert)
+
+
+def noise_conditions(probe: Probe, snrs=(30, 20, 10)) -> dict[str, list[np.ndarray]]:
+    from pianolab.evaluate.robustness import add_noise
+
+    rng = np.random.default_rng(0)
+    return {f"white noise SNR {s} dB": [add_noise(w, s, rng) for w in probe.waves] for s in snrs}
+
+
+def tempo_conditions(probe: Probe, rates=(0.9, 1.1)) -> dict[str, list[np.ndarray]]:
+    from pianolab.evaluate.robustness import time_stretch
+
+    return {f"time stretch x{r:g}": [time_stretch(w, r) for w in probe.waves] for r in rates}
+
+
+def recording_conditions(probe: Probe) -> dict[str, list[np.ndarray]]:
+    from pianolab.evaluate.robustness import bit_depth, lowpass, small_room_reverb
+
+    sr = probe.sample_rate
+    return {"low-pass 4 kHz": [lowpass(w, sr, 4000.0) for w in probe.waves],
+            "8-bit": [bit_depth(w, 8) for w in probe.waves],
+            "small room reverb (RT60 0.3 s)": [small_room_reverb(w, sr) for w in probe.waves]}
+
+
+def adversarial_report(probe: Probe, fractions=(0.01, 0.05), pgd_steps: int = 10) -> pd.DataFrame:
+    """FGSM and PGD on the (normalised) spectrogram within eps = fraction × its std (L-inf)."""
+    from pianolab.evaluate.adversarial import fgsm, pgd
+    from pianolab.evaluate.robustness import robustness_report
+    from pianolab.evaluate.sections_model import mse_loss, z_target
+
+    target, std = z_target(probe), float(probe.batch["spec"].std())
+    pert = {}
+    for f in fractions:
+        for name, attack in (("FGSM", fgsm), ("PGD", pgd)):
+            kw = {"steps": pgd_steps} if attack is pgd else {}
+            adv = attack(probe.model, "spec", probe.batch, target, mse_loss, eps=f * std, **kw)
+            pert[f"{name} eps {f:g}σ"] = _scores(probe.y, probe.predict(adv))
+    return robustness_report(_scores(probe.y, probe.predict(probe.batch)), pert)
+
+
+def feature_report(vp, eps: float = 0.05) -> pd.DataFrame:
+    """Black-box worst case of vector inputs within eps × the test fold's per-feature range."""
+    from pianolab.evaluate.adversarial import feature_worst_case
+    from pianolab.evaluate.robustness import robustness_report
+
+    lo, hi = vp.X.min(0), vp.X.max(0)
+    att = feature_worst_case(vp.predict, vp.X, vp.y, lo, hi, eps)
+    return robustness_report(_scores(vp.y, vp.predict(vp.X)),
+                             {f"feature worst case eps {eps:g}·range": _scores(vp.y, vp.predict(att.X_adv))})
+
+
+def _summarise(ctx: Context, v: str, reports: list[pd.DataFrame], res: SectionResult, name: str) -> None:
+    """Mean over runs: an overall table, the 3 most affected dimensions and a drop heatmap."""
+    df = pd.concat(reports).groupby(["condition", "metric", "dim"], sort=False, as_index=False).mean()
+    overall = df[df["dim"] == "overall"]
+    rows = [[c, m, float(a), float(b), float(d)] for c, m, a, b, d in
+            overall[["condition", "metric", "clean", "perturbed", "drop"]].itertuples(index=False)]
+    res.lines += md_table(["condition", "metric", "clean", "perturbed", "drop"], rows)
+    pear = df[(df["metric"] == "pearson") & (df["dim"] != "overall")]
+    worst = [f"{c}: " + ", ".join(f"{d} ({x:+.3f})" for d, x in t.nlargest(3, "drop")[["dim", "drop"]]
+                                  .itertuples(index=False)) for c, t in pear.groupby("condition", sort=False)]
+    res.lines += ["", "Largest Pearson drops per dimension:"] + [f"- {w}" for w in worst]
+    grid = pear.pivot(index="condition", columns="dim", values="drop").reindex(columns=list(DIMENSIONS))
+    fig, axes = plots.figure(panel=(11, 1.2 + 0.45 * len(grid)))
+    lim = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
+    im = axes[0, 0].imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    axes[0, 0].set_yticks(range(len(grid)), grid.index)
+    axes[0, 0].set_xticks(range(19), [d[:18] for d in DIMENSIONS], rotation=60, ha="right", fontsize=7)
+    fig.colorbar(im, ax=axes[0, 0], label="Pearson drop (positive = worse)")
+    path = plots.save(fig, ctx.path(slug(v)), name)
+    res.plots.append(path)
+    res.lines += ["", image(ctx, path)]
+    res.numbers[v] = {c: dict(zip(t["metric"], t["drop"].astype(float), strict=True))
+                      for c, t in overall.groupby("condition", sort=False)}
+
+
+def _run_section(ctx: Context, name: str, keep: Callable[[Run], bool], report: Callable[[Run], pd.DataFrame],
+                 note: str, skip: str) -> SectionResult:
+    res = SectionResult([note])
+    cells: dict[str, dict] = {}
+    for v in ctx.variants:
+        runs = ctx.selected(v, keep)
+        res.lines += ["", f"### {v} ({len(runs)} run(s))", ""]
+        if not runs:
+            res.lines.append(skip)
+            continue
+        reports = [report(r) for r in runs]
+        cells[v] = {r.cell: float(rep[(rep["metric"] == "pearson") & (rep["dim"] == "overall")]["drop"].mean())
+                    for r, rep in zip(runs, reports, strict=True)}
+        _summarise(ctx, v, reports, res, name)
+    res.lines += paired_lines(ctx, cells, "mean Pearson drop", higher_is_better=False)
+    return res
+
+
+def _audio_section(ctx: Context, name: str, conditions: Conditions, note: str) -> SectionResult:
+    return _run_section(ctx, name, lambda r: r.has_spectrogram,
+                        lambda r: audio_report(ctx.probe(r), conditions(ctx.probe(r))),
+                        note + f" First {ctx.probe_items} test items of the first {ctx.max_runs} run(s).",
+                        "Not applicable: the model does not hear audio (no spectrogram input); see "
+                        "`adversarial_examples` for the worst case of its feature inputs.")
+
+
+@SECTIONS.register("noise_robustness")
+def noise_section(ctx: Context) -> SectionResult:
+    """White noise added to the rendered audio at 30, 20 and 10 dB SNR."""
+    return _audio_section(ctx, "noise_robustness", noise_conditions,
+                          "White Gaussian noise added to the rendered audio (SNR exact per file).")
+
+
+@SECTIONS.register("tempo_robustness")
+def tempo_section(ctx: Context) -> SectionResult:
+    """Phase-vocoder time stretch at 0.9 and 1.1 (pitch kept)."""
+    return _audio_section(ctx, "tempo_robustness", tempo_conditions,
+                          "Audio time-stretched (pitch kept). Tempo legitimately changes some labels "
+                          "(music_making_fast_slow, timing): a drop there is expected, not a flaw.")
+
+
+@SECTIONS.register("cross_recording_quality")
+def recording_section(ctx: Context) -> SectionResult:
+    """Low-pass 4 kHz, 8-bit quantisation and a small-room reverb on the rendered audio."""
+    return _audio_section(ctx, "cross_recording_quality", recording_conditions,
+                          "Recording-quality changes applied to the rendered audio (other renderers / "
+                          "SoundFonts: train or predict with `features.renderer=fluidsynth`).")
+
+
+@SECTIONS.register("adversarial_examples")
+def adversarial_section(ctx: Context) -> SectionResult:
+    """FGSM/PGD on the spectrogram for differentiable audio models; feature worst case otherwise."""
+    def report(r: Run) -> pd.DataFrame:
+        return adversarial_report(ctx.probe(r)) if r.has_spectrogram else feature_report(ctx.vector_probe(r))
+
+    return _run_section(ctx, "adversarial_examples", lambda r: r.has_spectrogram or r.has_vector, report,
+                        "Spectrogram models: FGSM and 10-step PGD within an L-inf ball of eps × the std of "
+                        "the normalised spectrogram. Feature models: worst corner of a box of 5% of each "
+                        "feature's test-fold range (`feature_worst_case`).", "Not applicable.")
+
+
+def _split_section(ctx: Context, splits: tuple[str, ...], by: str, how: str) -> SectionResult:
+    from pianolab.evaluate.metrics import compute_metrics
+
+    groups = ctx.dataset.column(by)
+    res = SectionResult()
+    for v in ctx.variants:
+        runs = [r for r in ctx.runs[v] if r.cfg.data.split in splits]
+        if not runs:
+            continue
+        rows = []
+        for r in runs:
+            idx, yt, yp = r.predictions(ctx.dataset)
+            m = compute_metrics(["pearson", "r2"], yt, yp)
+            rows.append([f"seed {r.cell[0]} fold {r.cell[1]}", ", ".join(sorted(set(groups[idx]))), len(idx),
+                         m["pearson"].value, m["r2"].value])
+        res.numbers[v] = {row[1]: row[3] for row in rows}
+        res.lines += ["", f"### {v} (split `{runs[0].cfg.data.split}`)", ""] + md_table(
+            ["run", f"test {by}", "items", "pearson", "r2"], rows)
+    if not res.numbers:
+        res.lines = [f"No run here used a {' / '.join(splits)} split. {how}"]
+    return res
+
+
+@SECTIONS.register("cross_composer")
+def cross_composer_section(ctx: Context) -> SectionResult:
+    """Train on one composer, test on the other, from runs that used the `composer` split."""
+    return _split_section(ctx, ("composer",), "composer",
+                          "Run it with `pianolab train CONFIG --set data.split=composer --fold 0` and `--fold 1` "
+                          "(Beethoven → Schubert and back), or an experiment with `split: {name: composer, "
+                          "folds: 2}`, then evaluate that run or experiment; compare with `metrics`.")
+
+
+@SECTIONS.register("cross_performer")
+def cross_performer_section(ctx: Context) -> SectionResult:
+    """Leave-one-performer-out, from runs that used that split."""
+    return _split_section(ctx, ("leave_one_performer_out", "performer"), "performer",
+                          "Run it with `pianolab train CONFIG --set data.split=leave_one_performer_out --fold K` "
+                          "for each performer K, or an experiment with `split: {name: leave_one_performer_out}`, "
+                          "then evaluate it; compare with `metrics`.")

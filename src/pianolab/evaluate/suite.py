@@ -1,0 +1,129 @@
+"""`pianolab evaluate`: run the chosen sections on a run folder or an experiment and write
+`evaluation.md`, a self-contained `evaluation.html`, `evaluation.json` (every number) and the PNGs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pianolab import track
+from pianolab.errors import PianolabError
+from pianolab.evaluate.context import Context, Run
+
+GROUPS = {
+    "diagnostics": ("learning_curves", "gradient_analysis", "loss_landscape", "attention_rollout",
+                    "feature_importance", "error_analysis"),
+    "robustness": ("noise_robustness", "tempo_robustness", "cross_recording_quality", "adversarial_examples",
+                   "cross_composer", "cross_performer"),
+    "attention_analysis": ("attention_rollout",),
+}
+
+
+def registry():
+    """SECTIONS with every section module imported (registration happens on import)."""
+    from pianolab.evaluate import sections_model, sections_robust  # noqa: F401
+    from pianolab.evaluate.sections import SECTIONS
+
+    return SECTIONS
+
+
+def section_names(only: Sequence[str] | None = None) -> list[str]:
+    """Sections to run in report order (all by default); group names expand; unknown names are a
+    one-line error listing the valid ones."""
+    sections = registry()
+    if not only:
+        return sections_in_order(sections.names())
+    chosen = []
+    for name in only:
+        if name not in sections and name not in GROUPS:
+            valid = ", ".join(sections_in_order(sections.names()) + sorted(GROUPS))
+            raise PianolabError(f"unknown evaluation section {name!r}; valid: {valid}")
+        chosen += GROUPS.get(name, (name,))
+    return sections_in_order(set(chosen))
+
+
+ORDER = ("metrics", "advanced", "error_analysis", "learning_curves", "gradient_analysis", "feature_importance",
+         "loss_landscape", "attention_rollout", *GROUPS["robustness"])
+
+
+def sections_in_order(names) -> list[str]:
+    names = set(names)
+    return [n for n in ORDER if n in names] + sorted(names - set(ORDER))
+
+
+def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs: int,
+                probe_items: int) -> tuple[Context, str]:
+    """Context and title for a run folder or an experiment YAML."""
+    from pianolab.data.percepiano import load_dataset
+
+    target = Path(target)
+    if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from pianolab.ab.spec import BASELINE, load_experiment
+
+        exp = load_experiment(target)
+        runs = experiment_runs(exp, runs_root)
+        dataset = load_dataset(exp.config(BASELINE).data.root)
+        out = out or (runs_root or track.runs_root()) / exp.name / "evaluation"
+        return Context(runs, dataset, Path(out), max_runs, probe_items, baseline=BASELINE), f"{exp.name}"
+    run = Run.load(target)
+    out = out or run.folder / "evaluation"
+    return Context({"run": [run]}, load_dataset(run.cfg.data.root), Path(out), max_runs, probe_items), str(target)
+
+
+def experiment_runs(exp, runs_root: Path | None) -> dict[str, list[Run]]:
+    """Finished cells of every variant, in the same (seed, fold) order for each."""
+    runs: dict[str, list[Run]] = {}
+    for cell in sorted(exp.cells(), key=lambda c: (c.seed, c.fold)):
+        folder = track.run_dir(cell.config, exp.name, cell.variant, runs_root)
+        if track.is_done(folder):
+            runs.setdefault(cell.variant, []).append(Run.load(folder, cell.variant))
+    if not runs:
+        raise PianolabError(f"{exp.source}: no finished runs; run `pianolab ab run {exp.source}` first")
+    return {v: runs[v] for v in exp.variant_names if v in runs}
+
+
+def evaluate(ctx: Context, title: str, names: Sequence[str], echo: Callable[[str], None] = print) -> dict:
+    """Run the sections and write the report files into ctx.out; returns their paths."""
+    from pianolab.ab.report import render_html
+
+    sections = registry()
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    n = sum(len(r) for r in ctx.runs.values())
+    lines = [f"# Evaluation: {title}", "",
+             f"{n} finished run(s) in {len(ctx.runs)} variant(s): "
+             + ", ".join(f"{v} ({len(r)})" for v, r in ctx.runs.items())
+             + f". Sections: {', '.join(names)}. Everything is recomputed from the run folders."]
+    numbers = {}
+    for name in names:
+        echo(f"evaluate: {name}")
+        res = sections.get(name)(ctx)
+        lines += ["", f"## {name}", ""] + res.lines
+        numbers[name] = res.numbers
+    md = "\n".join(lines) + "\n"
+    paths = {"markdown": ctx.out / "evaluation.md", "html": ctx.out / "evaluation.html",
+             "json": ctx.out / "evaluation.json"}
+    paths["markdown"].write_text(md)
+    paths["html"].write_text(render_html(md, ctx.out))
+    paths["json"].write_text(json.dumps(numbers, indent=1, default=_jsonable))
+    return paths
+
+
+def _jsonable(x):
+    import numpy as np
+
+    return x.tolist() if isinstance(x, np.ndarray) else float(x) if isinstance(x, np.generic) else str(x)
+
+
+def evaluate_target(target: Path, only: Sequence[str] | None = None, out: Path | None = None,
+                    runs_root: Path | None = None, max_runs: int = 2, probe_items: int = 32,
+                    echo: Callable[[str], None] = print) -> dict:
+    """`pianolab evaluate TARGET`: the whole pipeline; returns the written paths."""
+    names = section_names(only)
+    ctx, title = context_for(target, out, runs_root, max_runs, probe_items)
+    return evaluate(ctx, title, names, echo)
+
+
+def evaluate_experiment(exp, runs_root: Path | None, only: Sequence[str], echo=print) -> dict:
+    """The experiment file's `evaluation:` sections, into `<runs>/<experiment>/evaluation/`."""
+    return evaluate_target(Path(exp.source), only, None, runs_root, echo=echo)
