@@ -112,9 +112,28 @@ def plan(exp: Experiment, root: Path | None = None) -> dict:
             "estimated_seconds_left": None if per_run is None else per_run * left}
 
 
+def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
+    """Fill the feature store once, in parallel, with every input the variants need, so that the
+    cells (several at a time with --jobs) only read it."""
+    import os
+
+    from pianolab.data.percepiano import load_dataset
+    from pianolab.train.inputs import load_inputs
+
+    seen = []
+    for v in exp.variant_names:
+        cfg = exp.config(v)
+        if cfg.features not in seen:
+            seen.append(cfg.features)
+            paths = [it.midi_path for it in load_dataset(cfg.data.root).items]
+            load_inputs(cfg.features, paths, progress=True, workers=workers or os.cpu_count() or 1)
+
+
 def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tracker: str = "mlflow",
                    echo=print) -> list[str]:
     """Run every cell (seed by seed); returns the variants still active (early stopping may drop some)."""
+    if any(not track.is_done(cell_dir(exp, c, root)) for c in exp.cells()):
+        prebuild_features(exp)
     active = exp.variant_names
     progress = Progress(total=len(exp.cells()), echo=echo)
     for seed in range(exp.seeds):

@@ -49,7 +49,7 @@ def _fit_frames(arr: np.ndarray, frames: int) -> np.ndarray:
 
 def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None = None,
                 on_error: str = "skip", progress: bool = False, copy: int = 0,
-                augment: str | None = None) -> Inputs:
+                augment: str | None = None, workers: int = 0) -> Inputs:
     """Features of every configured kind for `midi_paths` (one row per path)."""
     from pianolab.features.store import load_features
 
@@ -60,7 +60,7 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
     spec = None
     if cfg.spectrogram:
         table = load_features(midi_paths, feature_spec(cfg, cfg.spectrogram, copy, augment),
-                              device=device, on_error=on_error, progress=progress)
+                              device=device, on_error=on_error, progress=progress, workers=workers)
         frames = frames_for(cfg)
         shape = next(a.shape for a in table.arrays if a is not None)
         spec = np.zeros((n, shape[0], shape[1], frames), dtype=np.float32)
@@ -71,7 +71,7 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
     blocks, names = [], []
     for kind in cfg.vector:
         table = load_features(midi_paths, feature_spec(cfg, kind, copy, augment), device=device,
-                              on_error=on_error, progress=progress)
+                              on_error=on_error, progress=progress, workers=workers)
         width = len(table.names)
         block = np.full((n, width), np.nan, dtype=np.float32)
         for i, a in enumerate(table.arrays):

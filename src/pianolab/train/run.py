@@ -88,7 +88,7 @@ def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: s
     inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in used],
                          device=str(device), progress=progress)
     if not inputs.ok.all():
-        bad = [dataset.items[i].stem for i, good in zip(used, inputs.ok, strict=False) if not good]
+        bad = [dataset.items[i].stem for i, good in zip(used, inputs.ok, strict=True) if not good]
         raise PianolabError(f"features failed for {len(bad)} item(s), e.g. {bad[0]!r}")
     pos = {int(i): k for k, i in enumerate(used)}
     part = {r: inputs.subset(np.array([pos[int(i)] for i in getattr(roles, r)], dtype=int))
