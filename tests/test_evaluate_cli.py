@@ -72,7 +72,7 @@ def test_evaluate_mlp_sections(runs, tmp_path):
     adv = nums["advanced"]["run"]
     assert 0 <= adv["pairwise_ranking_accuracy"] <= 1 and adv["confidence_calibration"] is None
     md = paths["markdown"].read_text()
-    assert "only the total gradient norm" in md.lower() and "Not applicable" in md  # no rollout for an MLP
+    assert "per-layer gradient norms" in md.lower() and "Not applicable" in md  # no rollout for an MLP
     assert (tmp_path / "run" / "learning_curves.png").is_file()
     assert (tmp_path / "run" / "loss_landscape_2d.png").is_file()
 

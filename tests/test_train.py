@@ -34,6 +34,7 @@ def test_run_folder_and_determinism(tmp_path):
     assert meta["status"] == "done" and meta["split"] == "excerpt-k4-r1-s0" and len(meta["data_version"]) == 16
     records = track.read_metrics(a)
     assert [r["epoch"] for r in records] == list(range(1, 7)) and "val_pearson" in records[-1]
+    assert len(records[-1]["grad_norms"]) > 2 and all(v > 0 for v in records[-1]["grad_norms"].values())
     roles = _preds(a)["role"].value_counts()
     assert roles["test"] == meta["n_test"] and roles["val"] == meta["n_val"] > 0
     ckpt = torch.load(a / "checkpoint.pt", weights_only=True)  # no pickled code

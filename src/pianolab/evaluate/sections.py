@@ -235,9 +235,10 @@ def gradient_section(ctx: Context) -> SectionResult:
     from pianolab import track
     from pianolab.evaluate.diagnostics import gradient_analysis
 
-    res = SectionResult(["Only the total gradient norm (per-epoch mean of the clipped-step norms) is logged, "
-                         "not per-layer norms, so this is one 'total' curve per run; flags: vanishing when "
-                         "the median is below 1e-6, exploding when any value is non-finite or above 1e3."])
+    res = SectionResult(["Per-layer gradient norms (L2 over each module's parameters at the last step of every "
+                         "epoch; runs without them show the per-epoch mean total norm as one 'total' layer). "
+                         "Flags: vanishing when a layer's median is below 1e-6, exploding when any value is "
+                         "non-finite or above 1e3."])
     for v in ctx.variants:
         runs = ctx.selected(v, lambda r: bool(track.read_metrics(r.folder)))
         if not runs:
@@ -246,13 +247,17 @@ def gradient_section(ctx: Context) -> SectionResult:
         rows, plot = [], None
         for k, r in enumerate(runs):
             g = gradient_analysis(r.folder / "metrics.jsonl", out_dir=ctx.path(slug(v)) if k == 0 else None)
-            t = g.table.iloc[0]
-            rows.append([f"seed {r.cell[0]} fold {r.cell[1]}", float(t["first"]), float(t["last"]),
-                         float(t["median"]), float(t["max"]), bool(t["vanishing"]), bool(t["exploding"])])
+            t = g.table
+            vanishing, exploding = (", ".join(t.loc[t[c], "layer"].head(3)) or "none"
+                                    for c in ("vanishing", "exploding"))
+            rows.append([f"seed {r.cell[0]} fold {r.cell[1]}", len(t), float(t["median"].min()),
+                         float(t["median"].max()), float(t["max"].max()), vanishing, exploding])
             plot = plot or g.plot
-        res.numbers[v] = {"median": float(np.mean([r[3] for r in rows])), "flags": any(r[5] or r[6] for r in rows)}
+        res.numbers[v] = {"median": float(np.mean([r[3] for r in rows])),
+                          "flags": any(r[5] != "none" or r[6] != "none" for r in rows)}
         res.lines += ["", f"### {v}", ""] + md_table(
-            ["run", "first", "last", "median", "max", "vanishing", "exploding"], rows) + ["", image(ctx, plot)]
+            ["run", "layers", "lowest median", "highest median", "max", "vanishing", "exploding"], rows) + [
+            "", image(ctx, plot)]
         res.plots.append(plot)
     return res
 

@@ -18,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
 
+from pianolab.advanced.ensembles import MeanEnsemble
 from pianolab.errors import PianolabError
 from pianolab.features.select import select_top_k
 from pianolab.registry import Registry
@@ -29,6 +30,8 @@ ESTIMATORS.add("random_forest", lambda seed: RandomForestRegressor(
 ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradientBoostingRegressor(
     max_iter=300, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=seed),
     n_jobs=None))  # HistGB threads itself (OpenMP); joblib processes here outlive ab --jobs workers
+ESTIMATORS.add("ensemble_rf_gb", lambda seed: MeanEnsemble(
+    [ESTIMATORS.get("random_forest")(seed), ESTIMATORS.get("gradient_boosting")(seed)]))
 
 
 def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:

@@ -121,10 +121,13 @@ class Trainer:
             steps += 1
         self.epoch += 1
         stats = torch.stack([loss_sum, grad_sum]).cpu().tolist()  # the one sync per epoch
+        from pianolab.evaluate.diagnostics import layer_grad_norms
+
+        layers = layer_grad_norms(self.model)  # the epoch's last step, per module (one more sync)
         seconds = time.perf_counter() - t0
         return {"epoch": self.epoch, "train_loss": stats[0] / max(steps, 1),
                 "grad_norm": stats[1] / max(steps, 1), "lr": self.optimizer.param_groups[0]["lr"],
-                "samples_per_s": steps * bs / max(seconds, 1e-9)}
+                "samples_per_s": steps * bs / max(seconds, 1e-9), "grad_norms": layers}
 
     @torch.no_grad()
     def predict(self, data: Tensors, chunk: int = 256) -> np.ndarray:

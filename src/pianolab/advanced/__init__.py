@@ -1,0 +1,1 @@
+"""Beyond single models: ensembles (more to come: meta-learning, domain adaptation)."""
