@@ -25,12 +25,16 @@ from pianolab.evaluate import plots
 SECONDARY = ("pearson", "r2", "within_excerpt_pearson")
 
 
-def _diffs(res: Results, i: int) -> np.ndarray:
-    """d[seed, fold] of variant i against the baseline, signed so that positive = better."""
+def _sign(res: Results) -> float:
+    """+1 for metrics where higher is better, -1 otherwise (so that a positive difference = better)."""
     from pianolab.evaluate.metrics import METRICS
 
-    sign = 1.0 if METRICS.get(res.metric).higher_is_better else -1.0
-    return sign * (res.scores[i] - res.scores[res.variants.index(BASELINE)])
+    return 1.0 if METRICS.get(res.metric).higher_is_better else -1.0
+
+
+def _diffs(res: Results, i: int) -> np.ndarray:
+    """d[seed, fold] of variant i against the baseline, signed so that positive = better."""
+    return _sign(res) * (res.scores[i] - res.scores[res.variants.index(BASELINE)])
 
 
 def _item_tests(res: Results, v: str) -> list:
@@ -83,12 +87,6 @@ def analyse(exp: Experiment, res: Results) -> dict:
                 cells=d)
         out["variants"][v] = row
     return out
-
-
-def _sign(res: Results) -> float:
-    from pianolab.evaluate.metrics import METRICS
-
-    return 1.0 if METRICS.get(res.metric).higher_is_better else -1.0
 
 
 def _secondary_table(exp: Experiment, root) -> list[str]:
