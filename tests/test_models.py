@@ -161,7 +161,7 @@ def test_symbolic_batchnorm():
 
 
 FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter": 10, "n_jobs": 1},
-        "ridge": {}}
+        "ridge": {}, "ensemble_rf_gb": {}}
 
 
 @pytest.mark.parametrize("name", ESTIMATORS.names())
