@@ -46,9 +46,12 @@ def run_dir(cfg: RunConfig, experiment: str = "single", variant: str | None = No
             / f"fold{cfg.data.fold}-seed{cfg.train.seed}")
 
 
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
+
+
 def is_done(folder: Path) -> bool:
-    meta = folder / "meta.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("status") == "done"
+    return (folder / "meta.json").is_file() and read_meta(folder).get("status") == "done"
 
 
 def _git(*args: str) -> str:
@@ -99,7 +102,7 @@ def start_run(folder: Path, cfg: RunConfig, extra_meta: dict) -> None:
 
 
 def finish_run(folder: Path, summary: dict) -> None:
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_meta(folder)
     meta.update(status="done", finished=time.time(), summary=summary)
     write_json(folder / "meta.json", meta)
 
@@ -145,7 +148,7 @@ def mlflow_sink(folder: Path, experiment: str, tags: dict, uri: str | None) -> N
 
     mlflow.set_tracking_uri(uri or default_mlflow_uri(folder.parents[3]))
     mlflow.set_experiment(experiment)
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_meta(folder)
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
     with mlflow.start_run(run_name=folder.parent.parent.name + "/" + folder.name):
         mlflow.set_tags({**{k: str(v) for k, v in tags.items()}, "git_commit": str(meta.get("git_commit")),

@@ -6,7 +6,6 @@ no retraining. Refuses to compare cells whose data version or split assignments 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def collect(exp: Experiment, root: Path | None = None, seeds: int | None = None,
                 folder = track.run_dir(exp.config(v, s, k), exp.name, v, root)
                 if not track.is_done(folder):
                     raise PianolabError(f"{folder}: run not finished; run `pianolab ab run {exp.source}`")
-                meta = json.loads((folder / "meta.json").read_text())
+                meta = track.read_meta(folder)
                 key = (s, k)
                 ident = (meta["data_version"], meta["split_digest"])
                 if versions.setdefault(key, ident) != ident:

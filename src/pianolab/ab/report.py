@@ -184,9 +184,7 @@ def _fmt(x: float) -> str:
 def render_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, root) -> str:
     env = track.environment()
     first = next(iter(res.folders.values()))
-    import json
-
-    meta = json.loads((first / "meta.json").read_text())
+    meta = track.read_meta(first)
     lines = [f"# {exp.name}", "", f"**Hypothesis.** {exp.hypothesis}", "",
              "## Design",
              f"- split `{exp.split}`, K = {exp.folds} folds x R = {exp.seeds} seeds (repeat r = its own "

@@ -68,9 +68,7 @@ def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: b
 
 
 def _summary(folder: Path) -> dict:
-    import json
-
-    return json.loads((folder / "meta.json").read_text()).get("summary", {})
+    return track.read_meta(folder).get("summary", {})
 
 
 def _run_batch(exp: Experiment, cells: list[Cell], jobs: int, root, tracker, progress: Progress) -> None:
@@ -97,13 +95,11 @@ def _note(cell, status, summary, busy, progress) -> None:
 
 def plan(exp: Experiment, root: Path | None = None) -> dict:
     """Cells done/left and an estimate of the time left from finished cells' durations."""
-    import json
-
     cells = exp.cells()
     done = [c for c in cells if track.is_done(cell_dir(exp, c, root))]
     durations = []
     for c in done:
-        meta = json.loads((cell_dir(exp, c, root) / "meta.json").read_text())
+        meta = track.read_meta(cell_dir(exp, c, root))
         durations.append(meta["finished"] - meta["started"])
     per_run = sum(durations) / len(durations) if durations else None
     left = len(cells) - len(done)

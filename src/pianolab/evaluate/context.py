@@ -8,7 +8,6 @@ variant "run"). `Probe` holds a rebuilt model and a normalised test batch; secti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,7 +42,7 @@ class Run:
 
     @cached_property
     def meta(self) -> dict:
-        return json.loads((self.folder / "meta.json").read_text())
+        return track.read_meta(self.folder)
 
     @property
     def cell(self) -> tuple[int, int]:

@@ -244,9 +244,10 @@ def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarra
 
 
 def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:
-    yc, pc = y - y.mean(0), p - p.mean(0)
-    den = np.sqrt((yc**2).sum(0) * (pc**2).sum(0))
-    return float(np.mean(np.where(den > 0, (yc * pc).sum(0) / np.where(den > 0, den, 1), 0)))
+    """Mean per-dimension Pearson r (constant columns left out), the early-stopping score."""
+    from pianolab.evaluate.metrics import nanmean, pearson_cols
+
+    return nanmean(pearson_cols(y, p))
 
 
 def _norm_state(norm: dict) -> dict:
