@@ -3,14 +3,14 @@
 Two runners on one experiment never run a cell twice: each cell is claimed with a non-blocking
 file lock on its folder; a runner that finds a cell busy moves on and, at the end, waits for it
 (and runs it itself if its owner died before finishing). `--jobs N` runs N cells at once in
-separate processes (several small models share one GPU).
+separate processes (several small models share one GPU). How cells are executed is a registered
+backend (`pianolab.ab.backends`): `local` (this machine's processes), `packed` (several cells of one
+variant trained together in one process), `ray` (Ray tasks on a local instance or a cluster).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,19 +71,14 @@ def _summary(folder: Path) -> dict:
     return track.read_meta(folder).get("summary", {})
 
 
-def _run_batch(exp: Experiment, cells: list[Cell], jobs: int, root, tracker, progress: Progress) -> None:
+def _run_batch(exp: Experiment, cells: list[Cell], opts: "RunOptions", progress: Progress) -> None:
+    from pianolab.ab.backends import BACKENDS
+
     busy = []
-    if jobs <= 1:
-        results = ((c, run_cell(exp.name, c, root, tracker)) for c in cells)
-        for cell, (status, summary) in results:
-            _note(cell, status, summary, busy, progress)
-    else:
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [(c, pool.submit(run_cell, exp.name, c, root, tracker)) for c in cells]
-            for cell, fut in futures:
-                _note(cell, *fut.result(), busy, progress)
+    for cell, status, summary in BACKENDS.get(opts.backend)(exp, cells, opts):
+        _note(cell, status, summary, busy, progress)
     for cell in busy:  # claimed by another runner: wait for it, run it if its owner died
-        progress.update(cell, *run_cell(exp.name, cell, root, tracker, wait=True))
+        progress.update(cell, *run_cell(exp.name, cell, opts.root, opts.tracker, wait=True))
 
 
 def _note(cell, status, summary, busy, progress) -> None:
@@ -125,9 +120,25 @@ def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
             load_inputs(cfg.features, paths, progress=True, workers=workers or os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How cells are executed: `backend` (local | packed | ray), `jobs` cells at once, where run
+    folders go (`root`: every worker must see it), the tracker, and the Ray address and per-run
+    resource requests (fractional GPUs allowed)."""
+
+    backend: str = "local"
+    jobs: int = 1
+    root: Path | None = None
+    tracker: str = "mlflow"
+    address: str | None = None
+    gpus_per_run: float = 0.0
+    cpus_per_run: float = 1.0
+
+
 def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tracker: str = "mlflow",
-                   echo=print) -> list[str]:
+                   echo=print, backend: str = "local", **backend_opts) -> list[str]:
     """Run every cell (seed by seed); returns the variants still active (early stopping may drop some)."""
+    opts = RunOptions(backend=backend, jobs=jobs, root=root, tracker=tracker, **backend_opts)
     if any(not track.is_done(cell_dir(exp, c, root)) for c in exp.cells()):
         prebuild_features(exp)
     active = exp.variant_names
@@ -135,7 +146,7 @@ def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tra
     for seed in range(exp.seeds):
         cells = [c for c in exp.cells(active) if c.seed == seed]
         progress.total -= len([c for c in exp.cells() if c.seed == seed]) - len(cells)
-        _run_batch(exp, cells, jobs, root, tracker, progress)
+        _run_batch(exp, cells, opts, progress)
         if exp.early_stop_min_seeds and seed + 1 >= exp.early_stop_min_seeds and seed + 1 < exp.seeds:
             stopped = _early_stopped(exp, active, seed + 1, root)
             for v in stopped:

@@ -21,6 +21,7 @@ def run(
     tracker: Annotated[str, typer.Option(help="mlflow | wandb | none")] = "mlflow",
     report: Annotated[bool, typer.Option(help="write the report when done")] = True,
     runs: Root = None,
+    backend: Annotated[str, typer.Option(help="local | packed | ray: how cells are executed")] = "local",
 ) -> None:
     """Run every variant x seed x fold cell (finished cells are skipped), then write the report."""
     from pianolab.ab.runner import plan, run_experiment
@@ -35,7 +36,7 @@ def run(
         for v in p["variants"]:
             typer.echo(f"  {v}")
         return
-    run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo)
+    run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo, backend=backend)
     if report:
         _report(exp, runs, tracker)
 
