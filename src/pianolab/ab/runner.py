@@ -71,7 +71,7 @@ def _summary(folder: Path) -> dict:
     return track.read_meta(folder).get("summary", {})
 
 
-def _run_batch(exp: Experiment, cells: list[Cell], opts: "RunOptions", progress: Progress) -> None:
+def _run_batch(exp: Experiment, cells: list[Cell], opts: RunOptions, progress: Progress) -> None:
     from pianolab.ab.backends import BACKENDS
 
     busy = []

@@ -72,18 +72,45 @@ def is_estimator(name: str) -> bool:
     return name in ESTIMATORS
 
 
+@dataclass
+class Cell:
+    """One run's prepared data: its fold roles, normalised inputs per role and training targets."""
+
+    cfg: RunConfig
+    folder: Path
+    dataset: Dataset
+    roles: Roles
+    part: dict[str, Inputs]
+    targets: dict[str, np.ndarray]
+    norm: dict
+
+    @property
+    def estimator(self) -> bool:
+        return is_estimator(self.cfg.model.name)
+
+
 def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: str = "",
             progress: bool = False) -> dict:
     """Run (or resume) one cell and write its folder; returns the test-set summary metrics."""
+    from pianolab.train.trainer import pick_device
+
+    device = pick_device(cfg.train.device)
+    cell = prepare_cell(cfg, folder, experiment, variant, device, progress)
+    fit = _fit_estimator if cell.estimator else _fit_neural
+    return finish_cell(cell, fit(cell, device))
+
+
+def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
+                 progress: bool = False) -> Cell:
+    """Start (or resume) the run folder and load, split and normalise this cell's inputs."""
+    from pianolab.train.trainer import seed_everything
+
+    seed_everything(cfg.train.seed)
     dataset = load_dataset(cfg.data.root)
     estimator = is_estimator(cfg.model.name)
     roles, meta = fold_roles(cfg, dataset, 0.0 if estimator else cfg.regularize.val_fraction)
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
         track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant})
-    from pianolab.train.trainer import pick_device, seed_everything
-
-    device = pick_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
     used = np.concatenate([roles.train, roles.val, roles.test])
     inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in used],
                          device=str(device), progress=progress)
@@ -97,22 +124,26 @@ def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: s
     y_all = dataset.labels
     targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
     prepared, norm = _prepare(cfg, part, targets["train"])
-    fit = _fit_estimator if estimator else _fit_neural
-    preds = fit(cfg, prepared, targets, norm, folder, device)
+    return Cell(cfg, folder, dataset, roles, prepared, targets, norm)
+
+
+def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
+    """Write the test and validation predictions and the summary; returns the test summary."""
+    dataset, roles, cfg = cell.dataset, cell.roles, cell.cfg
     stems, role_names, pred, true = [], [], [], []
     for r in ("test", "val"):
         idx = getattr(roles, r)
         stems += [dataset.items[i].stem for i in idx]
         role_names += [r] * len(idx)
         pred.append(preds[r])
-        true.append(y_all[idx])
+        true.append(dataset.labels[idx])
     pred, true = np.concatenate(pred), np.concatenate(true)
-    track.write_predictions(folder / "predictions.parquet", stems, role_names, pred, true,
+    track.write_predictions(cell.folder / "predictions.parquet", stems, role_names, pred, true,
                             cfg.data.fold, cfg.train.seed, cfg.data.repeat)
     n_test = len(roles.test)
     summary = summarise(true[:n_test], pred[:n_test], dataset.column("group")[roles.test])
-    track.finish_run(folder, summary)
-    (folder / "state.pt").unlink(missing_ok=True)
+    track.finish_run(cell.folder, summary)
+    (cell.folder / "state.pt").unlink(missing_ok=True)
     return summary
 
 
@@ -166,11 +197,12 @@ def _standardise(y: np.ndarray, norm: dict, shrink: float) -> np.ndarray:
     return z * (1.0 - shrink)  # label smoothing for regression: shrink toward the training mean
 
 
-def _fit_estimator(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarray]:
+def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
     import joblib
 
     from pianolab.models.classic import create_estimator
 
+    cfg, part, targets, norm, folder = cell.cfg, cell.part, cell.targets, cell.norm, cell.folder
     if part["train"].vector is None:
         raise PianolabError(f"model {cfg.model.name!r} needs vector features (features.vector)")
     est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
@@ -205,9 +237,24 @@ def build_model(cfg: RunConfig, part_train: Inputs):
     return create_model(cfg.model.name, **kw, **cfg.model.params), kw
 
 
-def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarray]:
-    from pianolab.train.trainer import Tensors, Trainer
+@dataclass
+class Neural:
+    """A neural cell's model, trainer and device-resident inputs (standardised targets)."""
 
+    model: torch.nn.Module
+    shape_kw: dict
+    trainer: object
+    train: object
+    val: object
+    test: object
+
+
+def neural_parts(cell: Cell, device: torch.device) -> Neural:
+    """Build the model (initialised from the cell's seed) and its trainer, move the inputs to `device`."""
+    from pianolab.train.trainer import Tensors, Trainer, seed_everything
+
+    cfg, part, targets, norm = cell.cfg, cell.part, cell.targets, cell.norm
+    seed_everything(cfg.train.seed)
     model, shape_kw = build_model(cfg, part["train"])
     model.to(device)
     as_target = lambda y: torch.from_numpy(_standardise(y, norm, 0.0)).float().to(device)  # noqa: E731
@@ -215,8 +262,14 @@ def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarra
     train = Tensors(_to_device(part["train"], device), train_y.float().to(device))
     val = Tensors(_to_device(part["val"], device), as_target(targets["val"]))
     test = Tensors(_to_device(part["test"], device), None)
-    bs = cfg.train.batch_size
-    trainer = Trainer(cfg, model, device, steps_per_epoch=max(1, len(train) // bs))
+    trainer = Trainer(cfg, model, device, steps_per_epoch=max(1, len(train) // cfg.train.batch_size))
+    return Neural(model, shape_kw, trainer, train, val, test)
+
+
+def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
+    cfg, folder = cell.cfg, cell.folder
+    net = neural_parts(cell, device)
+    trainer, train, val = net.trainer, net.train, net.val
     state_path = folder / "state.pt"
     if state_path.is_file():
         trainer.load_state(state_path)
@@ -235,12 +288,18 @@ def _fit_neural(cfg, part, targets, norm, folder, device) -> dict[str, np.ndarra
             trainer.save_state(state_path)
         if budget is not None and time.perf_counter() - started > budget:
             break  # equal wall time for every variant (plan budget); not bit-reproducible by nature
-    trainer.restore_best()
-    torch.save({"model": model.state_dict(), "model_name": cfg.model.name,
-                "model_kwargs": {**shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
-                "config": json.dumps(to_dict(cfg))}, folder / "checkpoint.pt")
-    return {r: trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
-            for r, t in (("val", val), ("test", test))}
+    return save_neural(cell, net)
+
+
+def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
+    """Restore the best weights, write checkpoint.pt, return de-standardised val/test predictions."""
+    cfg, norm = cell.cfg, cell.norm
+    net.trainer.restore_best()
+    torch.save({"model": net.model.state_dict(), "model_name": cfg.model.name,
+                "model_kwargs": {**net.shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
+                "config": json.dumps(to_dict(cfg))}, cell.folder / "checkpoint.pt")
+    return {r: net.trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
+            for r, t in (("val", net.val), ("test", net.test))}
 
 
 def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:
