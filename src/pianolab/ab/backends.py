@@ -8,9 +8,11 @@ import multiprocessing as mp
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
-from pianolab.ab.runner import RunOptions, run_cell
+from pianolab import track
+from pianolab.ab.runner import CLAIMED, RunOptions, claim, mirror_cell, run_cell, unclaimed
 from pianolab.ab.spec import Cell, Experiment
 from pianolab.registry import Registry
+from pianolab.train.run import is_estimator
 
 Backend = Callable[[Experiment, list[Cell], RunOptions], Iterator[tuple[Cell, str, dict | None]]]
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -27,3 +29,45 @@ def local(exp: Experiment, cells: list[Cell], opts: RunOptions):
         futures = [(c, pool.submit(run_cell, exp.name, c, opts.root, opts.tracker)) for c in cells]
         for c, fut in futures:
             yield (c, *fut.result())
+
+
+@BACKENDS.register("packed")
+def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
+    """Each variant's unfinished cells trained together as one batched model
+    (`pianolab.train.packed`); variants that cannot be packed (scikit-learn models, BatchNorm, ...)
+    run one cell at a time. Finished cells are skipped and busy ones left to their owner."""
+    from pianolab.errors import PianolabError
+    from pianolab.train.packed import execute_pack
+
+    for variant in dict.fromkeys(c.variant for c in cells):
+        todo, locks = [], []
+        for c in (c for c in cells if c.variant == variant):
+            folder = track.run_dir(c.config, exp.name, c.variant, opts.root)
+            lock = claim(folder, wait=False)
+            if isinstance(lock, str):
+                yield (c, *unclaimed(lock, folder))
+            else:
+                todo.append((c, folder))
+                locks.append(lock)
+        try:
+            summaries = execute_pack([c.config for c, _ in todo], [f for _, f in todo], exp.name, variant) \
+                if len(todo) > 1 and not is_estimator(todo[0][0].config.model.name) else None
+        except PianolabError:  # not packable: one at a time
+            summaries = None
+        finally:
+            for lock in locks:
+                lock.release()
+        if summaries is None:
+            yield from local(exp, [c for c, _ in todo], opts)
+            continue
+        for (c, folder), summary in zip(todo, summaries, strict=True):
+            mirror_cell(exp.name, c, folder, opts.tracker)
+            yield c, CLAIMED, summary
+
+
+@BACKENDS.register("ray")
+def ray_tasks(exp: Experiment, cells: list[Cell], opts: RunOptions):
+    """One Ray task per cell, on a local instance or a cluster (`pip install 'pianolab[ray]'`)."""
+    from pianolab.ab.ray_backend import run_on_ray
+
+    return run_on_ray(exp, cells, opts)

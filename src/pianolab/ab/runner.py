@@ -44,24 +44,41 @@ def cell_dir(exp: Experiment, cell: Cell, root: Path | None = None) -> Path:
     return track.run_dir(cell.config, exp.name, cell.variant, root)
 
 
-def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False):
-    """Run one cell under its lock; returns (status, summary or None)."""
-    from pianolab.train.run import execute
-
-    folder = track.run_dir(cell.config, exp_name, cell.variant, root)
+def claim(folder: Path, wait: bool = False) -> FileLock | str:
+    """The cell's lock, held, when this runner should run it; else SKIPPED (finished) or BUSY."""
     if track.is_done(folder):
-        return SKIPPED, _summary(folder)
+        return SKIPPED
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".lock"))
     try:
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
-        return BUSY, None
+        return BUSY
+    if track.is_done(folder):  # finished by another runner meanwhile
+        lock.release()
+        return SKIPPED
+    return lock
+
+
+def unclaimed(status: str, folder: Path) -> tuple[str, dict | None]:
+    return status, (_summary(folder) if status == SKIPPED else None)
+
+
+def mirror_cell(exp_name: str, cell: Cell, folder: Path, tracker: str) -> None:
+    track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
+
+
+def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False):
+    """Run one cell under its lock; returns (status, summary or None)."""
+    from pianolab.train.run import execute
+
+    folder = track.run_dir(cell.config, exp_name, cell.variant, root)
+    lock = claim(folder, wait)
+    if isinstance(lock, str):
+        return unclaimed(lock, folder)
     try:
-        if track.is_done(folder):  # finished by another runner meanwhile
-            return SKIPPED, _summary(folder)
         summary = execute(cell.config, folder, exp_name, cell.variant)
-        track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
+        mirror_cell(exp_name, cell, folder, tracker)
         return CLAIMED, summary
     finally:
         lock.release()
@@ -143,6 +160,9 @@ def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tra
         prebuild_features(exp)
     active = exp.variant_names
     progress = Progress(total=len(exp.cells()), echo=echo)
+    if not exp.early_stop_min_seeds:  # no sequential rule: the backend gets every cell at once
+        _run_batch(exp, exp.cells(), opts, progress)
+        return active
     for seed in range(exp.seeds):
         cells = [c for c in exp.cells(active) if c.seed == seed]
         progress.total -= len([c for c in exp.cells() if c.seed == seed]) - len(cells)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pianolab.models.noise import KeyedDropout
 from pianolab.registry import Registry
 
 ATTENTION: Registry[type[Attention]] = Registry("attention kind")
@@ -33,7 +34,7 @@ class Attention(nn.Module):
         self.heads, self.attn_dropout = heads, attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_dropout)
+        self.proj_drop = KeyedDropout(proj_dropout)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, d = x.shape

@@ -11,6 +11,7 @@ from torch import nn
 from pianolab.errors import PianolabError
 from pianolab.models.attention import ATTENTION
 from pianolab.models.layers import Block
+from pianolab.models.noise import KeyedDropout
 
 AST_SIZES: dict[str, dict[str, int]] = {
     "ultra_tiny": {"depth": 3, "dim": 256, "heads": 4},
@@ -94,7 +95,7 @@ class PatchEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.dim))
-        self.pos_drop = nn.Dropout(cfg.dropout)
+        self.pos_drop = KeyedDropout(cfg.dropout)
         options = {k: getattr(cfg, k) for k in ATTENTION.get(attention).options}
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         self.blocks = nn.ModuleList(

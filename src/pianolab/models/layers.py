@@ -7,10 +7,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from pianolab.models.attention import ATTENTION
+from pianolab.models.noise import KeyedDropout, keyed_uniform
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability `p` (rescaled when kept)."""
+    """Stochastic depth: zero a sample's residual branch with probability `p` (rescaled when kept).
+    Keyed noise (`pianolab.models.noise`) when the trainer set a key, torch's generator otherwise."""
+
+    salt: int = 0
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -19,7 +23,9 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
-        keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        u = keyed_uniform(shape, self.salt, x.device)
+        keep = (torch.rand(shape, device=x.device) if u is None else u) >= self.p
         return x * keep.to(x.dtype) / (1.0 - self.p)
 
 
@@ -28,8 +34,8 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), KeyedDropout(dropout),
+                                 nn.Linear(hidden, dim), KeyedDropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -63,4 +69,4 @@ def make_head(dim: int, n_outputs: int, dropout: float = 0.0, spectral_norm: boo
     linear = nn.Linear(dim, n_outputs)
     if spectral_norm:
         linear = _spectral_norm(linear)
-    return nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout), linear)
+    return nn.Sequential(nn.LayerNorm(dim), KeyedDropout(dropout), linear)

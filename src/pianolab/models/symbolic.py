@@ -12,6 +12,7 @@ from torch import nn
 from pianolab.errors import PianolabError
 from pianolab.models.base import build_config, register_model
 from pianolab.models.layers import make_head
+from pianolab.models.noise import KeyedDropout
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class VectorMLP(nn.Module):
         mods: list[nn.Module] = []
         for i in range(layers):
             mods += [nn.Linear(in_features if i == 0 else hidden, hidden), norm_cls(hidden), nn.GELU(),
-                     nn.Dropout(dropout)]
+                     KeyedDropout(dropout)]
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pianolab.config import RunConfig
+from pianolab.models.noise import noise_key
 from pianolab.presets import PRESETS
 
 
@@ -78,6 +79,7 @@ class Trainer:
         self.step_fn = torch.compile(self._forward_loss) if cfg.train.compile and device.type == "cuda" \
             else self._forward_loss
         self.epoch = 0
+        self.steps = torch.zeros((), dtype=torch.int64, device=device)  # keys the model's dropout noise
         self.best_state: dict | None = None
 
     def _forward_loss(self, batch: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
@@ -111,12 +113,14 @@ class Trainer:
         for start in range(0, n - (n % bs if n > bs else 0), bs):
             idx = perm[start:start + bs]
             batch, target = self._augment(train.take(idx), train.target[idx])
-            loss = self.step_fn(batch, target)
+            with noise_key(self.cfg.train.seed, self.steps):
+                loss = self.step_fn(batch, target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_sum += torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
             self.optimizer.step()
             self.schedule.step()
+            self.steps += 1
             loss_sum += loss.detach()
             steps += 1
         self.epoch += 1
@@ -163,7 +167,7 @@ class Trainer:
     # ---- resumable state -------------------------------------------------------------------
     def save_state(self, path: Path) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "epoch": self.epoch,
+                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "steps": self.steps,
                  "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "host_rng": json.dumps(self.host_rng.getstate()),
                  "stopper": None if self.stopper is None else self.stopper.state_dict(),
@@ -180,6 +184,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch = state["epoch"]
+        self.steps.copy_(state["steps"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         hs = json.loads(state["host_rng"])

@@ -1,0 +1,206 @@
+"""Packed training: the cells of one variant (same model and settings; other seeds and folds) trained
+as one batched model, so a small model fills the GPU with N members per kernel instead of one.
+
+`torch.func.stack_module_state` stacks the members' weights; `vmap(grad_and_value(loss))` runs every
+member's forward and backward in one pass; a functional AdamW (the same arithmetic as
+`torch.optim.AdamW`) updates each member with its own learning rate, step count and gradient
+clipping. Everything else is per member and reuses `Trainer`: the shuffling, SpecAugment / mixup /
+cutmix (the member's own generators), the schedule, validation, early stopping and best-weight
+restore. Dropout and stochastic depth draw keyed noise (`pianolab.models.noise`), so a member draws
+the masks it would draw alone: packed and one-at-a-time runs agree within float tolerance
+(tests/test_packed.py). Members whose epoch has fewer batches (smaller training folds), that stopped
+early or finished are masked: their weights and optimiser state do not move.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+
+import torch
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from pianolab.errors import PianolabError
+from pianolab.models.noise import noise_key
+from pianolab.train.trainer import Tensors, Trainer
+
+
+def unpackable_reason(model: torch.nn.Module, trainer: Trainer) -> str | None:
+    """Why this model/config cannot train packed (None if it can)."""
+    cfg = trainer.cfg
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            return "BatchNorm updates running statistics in place"
+        if torch.nn.utils.parametrize.is_parametrized(m):
+            return "parametrised layers (spectral_norm)"
+        if getattr(m, "attn_dropout", 0.0):
+            return "attention dropout draws from torch's global generator"
+    if cfg.train.max_seconds is not None:
+        return "a wall-time budget is per run"
+    if cfg.train.compile:
+        return "torch.compile is per run"
+    return None
+
+
+def _batch_steps(n: int, bs: int) -> int:
+    """Mini-batches per epoch, as `Trainer.train_epoch` takes them (the last partial batch dropped)."""
+    return len(range(0, n - (n % bs if n > bs else 0), bs))
+
+
+class PackedTrainer:
+    """Trains `trainers[i].model` on `train[i]` for every member i at once (same architecture)."""
+
+    def __init__(self, trainers: list[Trainer], device: torch.device):
+        self.trainers, self.device = trainers, device
+        models = [t.model for t in trainers]
+        self.params, self.buffers = stack_module_state(models)
+        self.params = {k: v.detach() for k, v in self.params.items()}
+        self.template = copy.deepcopy(models[0]).train()
+        opt = trainers[0].optimizer
+        self.betas, self.eps = opt.defaults["betas"], opt.defaults["eps"]
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        self.weight_decay = {k: decay[id(p)] for k, p in models[0].named_parameters()}
+        self.exp_avg = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        n = len(trainers)
+        self.seeds = torch.tensor([t.cfg.train.seed for t in trainers], dtype=torch.int64, device=device)
+        self.steps = torch.zeros(n, dtype=torch.int64, device=device)
+        self.loss_fn = trainers[0].loss_fn
+        autocast = trainers[0].autocast
+        self.grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, 0, 0, 0, 0))
+        self._autocast = autocast
+        self.last_grads: dict[str, torch.Tensor] = {}
+
+    def _loss(self, params, buffers, batch, target, seed, step):
+        with noise_key(seed, step), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                   enabled=self._autocast):
+            pred = functional_call(self.template, (params, buffers), (batch,))
+        return self.loss_fn(pred.float(), target)
+
+    def done(self, i: int) -> bool:
+        t = self.trainers[i]
+        return t.epoch >= t.cfg.train.epochs or t.should_stop
+
+    def train_epoch(self, train: list[Tensors]) -> dict[int, dict]:
+        """One epoch of every member still training; returns each one's epoch record."""
+        live = [i for i in range(len(self.trainers)) if not self.done(i)]
+        bs = self.trainers[0].cfg.train.batch_size
+        perms = {i: torch.randperm(len(train[i]), device=self.device, generator=self.trainers[i].generator)
+                 for i in live}
+        n_steps = {i: _batch_steps(len(train[i]), bs) for i in live}
+        sums = torch.zeros(len(self.trainers), 2, device=self.device)
+        t0 = time.perf_counter()
+        fill = {i: (train[i].take(perms[i][:bs]), train[i].target[perms[i][:bs]]) for i in live}
+        for s in range(max(n_steps.values())):
+            stepping = [i for i in live if s < n_steps[i]]
+            batches = []
+            for i in range(len(self.trainers)):
+                if i in stepping:
+                    idx = perms[i][s * bs:(s + 1) * bs]
+                    batches.append(self.trainers[i]._augment(train[i].take(idx), train[i].target[idx]))
+                else:  # a masked member computes on a placeholder batch and does not move
+                    batches.append(fill.get(i) or fill[live[0]])
+            mask = torch.zeros(len(self.trainers), dtype=torch.bool)
+            mask[stepping] = True
+            mask = mask.to(self.device, non_blocking=True)
+            norms, losses = self._step(batches, mask, stepping)
+            sums += torch.stack([losses, norms], 1) * mask[:, None]
+        for i in live:
+            self.trainers[i].epoch += 1
+        self._write_back(live)
+        stats = sums.cpu().tolist()  # the one sync per epoch
+        rate = sum(n_steps.values()) * bs / max(time.perf_counter() - t0, 1e-9)
+        from pianolab.evaluate.diagnostics import layer_grad_norms
+
+        return {i: {"epoch": self.trainers[i].epoch, "train_loss": stats[i][0] / n_steps[i],
+                    "grad_norm": stats[i][1] / n_steps[i],
+                    "lr": self.trainers[i].optimizer.param_groups[0]["lr"], "packed": len(self.trainers),
+                    "samples_per_s": rate,
+                    "grad_norms": layer_grad_norms(self.trainers[i].model)} for i in live}
+
+    def _step(self, batches, mask: torch.Tensor, stepping: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = {k: torch.stack([b[0][k] for b in batches]) for k in batches[0][0]}
+        target = torch.stack([b[1] for b in batches])
+        grads, losses = self.grad_fn(self.params, self.buffers, batch, target, self.seeds, self.steps)
+        max_norm = self.trainers[0].cfg.optim.grad_clip
+        sq = sum(g.float().pow(2).flatten(1).sum(1) for g in grads.values())
+        norms = sq.sqrt()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        lrs = torch.tensor([self.trainers[i].optimizer.param_groups[0]["lr"] for i in range(len(batches))],
+                           dtype=torch.float64)
+        self.steps += mask.to(torch.int64)
+        self._adamw(grads, coef, lrs.to(self.device, non_blocking=True), mask)
+        with warnings.catch_warnings():  # LambdaLR warns that its optimiser did not step: it did not
+            warnings.simplefilter("ignore", UserWarning)
+            for i in stepping:
+                self.trainers[i].schedule.step()
+        self.last_grads = grads
+        return norms, losses.detach().float()
+
+    def _adamw(self, grads, coef, lrs, mask) -> None:
+        """torch.optim.AdamW's update per member (own lr and step count); masked members stay put."""
+        b1, b2 = self.betas
+        t = self.steps.to(torch.float64)
+        bc1 = 1 - b1 ** t
+        bc2_sqrt = (1 - b2 ** t).sqrt()
+        step_size = (lrs / bc1).float()
+        for k, p in self.params.items():
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            m = mask.view(shape)
+            g = grads[k] * coef.view(shape).to(grads[k].dtype)
+            decayed = p * (1 - lrs * self.weight_decay[k]).float().view(shape)
+            avg = self.exp_avg[k] + (1 - b1) * (g - self.exp_avg[k])
+            avg_sq = self.exp_avg_sq[k] * b2 + (1 - b2) * g * g
+            denom = avg_sq.sqrt() / bc2_sqrt.float().view(shape) + self.eps
+            new = decayed - step_size.view(shape) * (avg / denom)
+            self.params[k] = torch.where(m, new, p)
+            self.exp_avg[k] = torch.where(m, avg, self.exp_avg[k])
+            self.exp_avg_sq[k] = torch.where(m, avg_sq, self.exp_avg_sq[k])
+
+    def _write_back(self, members: list[int]) -> None:
+        """Copy the stacked weights (and the last gradients) into the members' own models."""
+        with torch.no_grad():
+            for i in members:
+                for k, p in self.trainers[i].model.named_parameters():
+                    p.copy_(self.params[k][i])
+                    p.grad = self.last_grads[k][i].detach().clone() if k in self.last_grads else None
+
+    def fit(self, train: list[Tensors], val: list[Tensors], metric, on_epoch) -> None:
+        """Train until every member is done; `on_epoch(i, record)` receives each member's records."""
+        while not all(self.done(i) for i in range(len(self.trainers))):
+            records = self.train_epoch(train)
+            for i, rec in records.items():
+                t = self.trainers[i]
+                if len(val[i]) and t.epoch % t.cfg.train.eval_every == 0:
+                    rec.update(t.validate(val[i], metric))
+                on_epoch(i, rec)
+
+
+def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> list[dict]:
+    """Run the cells `cfgs` (one variant: same config but seed and fold) packed, each writing its own
+    run folder exactly as `pianolab.train.run.execute` does; returns their test summaries. Raises
+    PianolabError when they cannot be packed (the caller runs them one at a time instead)."""
+    from pianolab.train.run import _mean_pearson, finish_cell, neural_parts, prepare_cell, save_neural
+    from pianolab.train.trainer import pick_device
+
+    device = pick_device(cfgs[0].train.device)
+    cells = [prepare_cell(cfg, folder, experiment, variant, device)
+             for cfg, folder in zip(cfgs, folders, strict=True)]
+    members = [neural_parts(c, device) for c in cells]
+    trainers = [m.trainer for m in members]
+    reasons = {unpackable_reason(t.model, t) for t in trainers} - {None}
+    if reasons:
+        raise PianolabError(f"cannot pack {variant!r}: {sorted(reasons)[0]}")
+    pack = PackedTrainer(trainers, device)
+    warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)  # vmap of CPU SDPA
+    for c in cells:
+        (c.folder / "metrics.jsonl").write_text("")
+
+    def on_epoch(i: int, rec: dict) -> None:
+        with (cells[i].folder / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    pack.fit([m.train for m in members], [m.val for m in members], _mean_pearson, on_epoch)
+    return [finish_cell(c, save_neural(c, m)) for c, m in zip(cells, members, strict=True)]

@@ -1,0 +1,107 @@
+"""Packed training (several cells as one vmapped model) agrees with one-at-a-time training."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pianolab import track
+from pianolab.ab.runner import run_experiment
+from pianolab.ab.spec import load_experiment
+from pianolab.config import config_from_dict
+from pianolab.models import create_model
+from pianolab.train.packed import PackedTrainer
+from pianolab.train.run import _mean_pearson
+from pianolab.train.trainer import Tensors, Trainer, seed_everything
+
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
+
+
+def _member(seed: int, n: int):
+    """A small AST with dropout and stochastic depth, SpecAugment, mixup and early stopping."""
+    cfg = config_from_dict({"model": {"name": "ast_ultra_tiny"}, "augment": {"preset": "light"},
+                            "regularize": {"early_stopping": 2, "mixup_prob": 0.3},
+                            "train": {"epochs": 3, "batch_size": 8, "seed": seed, "device": "cpu"}})
+    g = torch.Generator().manual_seed(100 + seed)
+    x, y = torch.randn(n, 1, 32, 64, generator=g), torch.randn(n, 19, generator=g)
+    seed_everything(seed)
+    model = create_model("ast_ultra_tiny", n_freq=32, n_frames=64, depth=2, dim=64, heads=2, drop_path=0.2)
+    trainer = Trainer(cfg, model, torch.device("cpu"), steps_per_epoch=n // 8)
+    return trainer, Tensors({"spec": x[:-12]}, y[:-12]), Tensors({"spec": x[-12:]}, y[-12:])
+
+
+SIZES = [(0, 60), (1, 52), (2, 70)]  # training sets of different sizes: members step unevenly
+
+
+def test_packed_trainer_matches_one_at_a_time():
+    alone = []
+    for seed, n in SIZES:
+        t, train, val = _member(seed, n)
+        while t.epoch < 3 and not t.should_stop:
+            rec = t.train_epoch(train)
+            rec.update(t.validate(val, _mean_pearson))
+        t.restore_best()
+        alone.append((t.predict(val), rec))
+    members = [_member(seed, n) for seed, n in SIZES]
+    records = {}
+    pack = PackedTrainer([m[0] for m in members], torch.device("cpu"))
+    pack.fit([m[1] for m in members], [m[2] for m in members], _mean_pearson, records.__setitem__)
+    for (t, _, val), (pred, rec) in zip(members, alone, strict=True):
+        t.restore_best()
+        assert np.abs(t.predict(val) - pred).max() < 1e-5
+    for i, (_, rec) in enumerate(alone):
+        assert records[i]["epoch"] == rec["epoch"]
+        assert records[i]["train_loss"] == pytest.approx(rec["train_loss"], rel=1e-5)
+        assert records[i]["val_pearson"] == pytest.approx(rec["val_pearson"], abs=1e-5)
+
+
+EXP = {"name": "packed", "hypothesis": "Two hidden layers fit the symbolic features better than one.",
+       "baseline": {"features": {"vector": ["symbolic"]}, "model": {"name": "symbolic_mlp"},
+                    "train": {"epochs": 4, "batch_size": 64}, "track": {"tracker": "none"}},
+       "variants": {"batchnorm": {"model.params.norm": "batch"}},
+       "seeds": 2, "split": {"name": "excerpt", "folds": 3}}
+
+
+def _cells(exp, root):
+    out = {}
+    for c in exp.cells():
+        folder = track.run_dir(c.config, exp.name, c.variant, root)
+        out[(c.variant, c.seed, c.fold)] = pd.read_parquet(folder / "predictions.parquet")
+    return out
+
+
+def test_packed_backend_agrees_with_local_on_every_cell(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(EXP))
+    exp = load_experiment(path)
+    lines = []
+    run_experiment(exp, root=tmp_path / "local", tracker="none", echo=lambda s: None)
+    run_experiment(exp, root=tmp_path / "packed", tracker="none", echo=lines.append, backend="packed")
+    assert sum(": ran" in x for x in lines) == 12  # baseline packed; BatchNorm variant one at a time
+    local, packed = _cells(exp, tmp_path / "local"), _cells(exp, tmp_path / "packed")
+    for key, frame in local.items():
+        pred_cols = [c for c in frame.columns if c.startswith("pred_")]
+        assert (frame["stem"] == packed[key]["stem"]).all()
+        assert np.abs(frame[pred_cols].to_numpy() - packed[key][pred_cols].to_numpy()).max() < 1e-5, key
+    metrics = track.read_metrics(track.run_dir(exp.config("baseline"), exp.name, "baseline", tmp_path / "packed"))
+    assert metrics[-1]["packed"] == 6 and len(metrics) == 4
+    lines.clear()
+    run_experiment(exp, root=tmp_path / "packed", tracker="none", echo=lines.append, backend="packed")
+    assert len(lines) == 12 and all(": skipped" in x for x in lines)
+
+
+def test_keyed_dropout_rate_and_independence():
+    from pianolab.models.noise import KeyedDropout, noise_key
+
+    drop = KeyedDropout(0.25).train()
+    x = torch.ones(400, 500)
+    with noise_key(3, torch.tensor(7)):
+        a, again = drop(x), drop(x)
+    with noise_key(3, torch.tensor(8)):
+        b = drop(x)
+    assert torch.equal(a, again)  # same seed, step and layer: same mask
+    assert (a == 0).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    assert a[a > 0].unique().tolist() == pytest.approx([1 / 0.75])
+    overlap = ((a == 0) & (b == 0)).float().mean().item()
+    assert overlap == pytest.approx(0.25 ** 2, abs=0.005)  # next step: an independent mask
