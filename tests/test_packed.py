@@ -47,7 +47,7 @@ def test_packed_trainer_matches_one_at_a_time():
     records = {}
     pack = PackedTrainer([m[0] for m in members], torch.device("cpu"))
     pack.fit([m[1] for m in members], [m[2] for m in members], _mean_pearson, records.__setitem__)
-    for (t, _, val), (pred, rec) in zip(members, alone, strict=True):
+    for (t, _, val), (pred, _) in zip(members, alone, strict=True):
         t.restore_best()
         assert np.abs(t.predict(val) - pred).max() < 1e-5
     for i, (_, rec) in enumerate(alone):
