@@ -1,0 +1,43 @@
+"""Sample GPU utilisation with nvidia-smi in a background thread (no-op without nvidia-smi)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+
+
+class GpuSampler:
+    """`with GpuSampler() as s: ...` then `s.summary()`: mean and p10 utilisation per GPU (%)."""
+
+    def __init__(self, interval_ms: int = 200):
+        self.interval_ms, self.samples, self._proc = interval_ms, [], None
+
+    def __enter__(self) -> GpuSampler:
+        if shutil.which("nvidia-smi"):
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits",
+                 f"-lms={self.interval_ms}"], stdout=subprocess.PIPE, text=True)
+            self._thread = threading.Thread(target=self._read, daemon=True)
+            self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            idx, util = (x.strip() for x in line.split(","))
+            self.samples.append((int(idx), float(util)))
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "GPU utilisation: not sampled (no nvidia-smi)"
+        out = []
+        for gpu in sorted({i for i, _ in self.samples}):
+            vals = sorted(u for i, u in self.samples if i == gpu)
+            out.append(f"GPU {gpu}: mean {sum(vals) / len(vals):.0f}%, p10 {vals[len(vals) // 10]:.0f}% "
+                       f"({len(vals)} samples)")
+        return "GPU utilisation: " + "; ".join(out)
