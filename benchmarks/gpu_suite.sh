@@ -3,6 +3,7 @@
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
+#         | abwall (benchmarks/ab_wall_time.py: local, local:8, packed) | cold (benchmarks/cold_start.py)
 # Results land in $OUT (logs, reports). Each stage is time-guarded so the call ends inside its limit.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -38,6 +39,12 @@ for stage in "$@"; do
     throughput_compile)
       guard 240 python3 benchmarks/train_throughput.py --epochs 2 --compile --sizes ast_ultra_tiny,ast_small \
         --strides 16 2>&1 | tee "$OUT/throughput_compile.txt" ;;
+    abwall)
+      (cd benchmarks && guard 560 python3 ab_wall_time.py --experiment ../experiments/ab_wall_time.yaml \
+        --backends "${BACKENDS:-packed,local:8}") 2>&1 | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
+    cold)
+      (cd benchmarks && guard 560 python3 cold_start.py --experiment ../experiments/ab_wall_time.yaml) 2>&1 \
+        | grep -v Warn | tee "$OUT/cold_start.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
