@@ -22,6 +22,12 @@ def run(
     report: Annotated[bool, typer.Option(help="write the report when done")] = True,
     runs: Root = None,
     backend: Annotated[str, typer.Option(help="local | packed | ray: how cells are executed")] = "local",
+    address: Annotated[str | None, typer.Option(help="ray: cluster to use (auto or HOST:PORT; default: "
+                                                "start a local instance with --jobs cells at once)")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(min=0, help="ray: GPUs per run, fractions share a GPU "
+                                                       "(0.25: four runs per GPU); default 1 if this "
+                                                       "machine has a GPU, else 0")] = None,
+    cpus_per_run: Annotated[float, typer.Option(min=0, help="ray: CPUs per run")] = 1.0,
 ) -> None:
     """Run every variant x seed x fold cell (finished cells are skipped), then write the report."""
     from pianolab.ab.runner import plan, run_experiment
@@ -36,7 +42,12 @@ def run(
         for v in p["variants"]:
             typer.echo(f"  {v}")
         return
-    run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo, backend=backend)
+    if gpus_per_run is None:
+        from pianolab.ab.ray_backend import default_gpus_per_run
+
+        gpus_per_run = default_gpus_per_run()
+    run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo, backend=backend,
+                   address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if report:
         _report(exp, runs, tracker)
 
