@@ -4,8 +4,9 @@ Runs one tiny experiment (ridge on the symbolic features, 2 variants x SEEDS x F
 none) into fresh runs roots: local backend with --jobs 1 and 2, then the Ray backend on a local
 instance with 2 CPUs, cold (the timing includes starting Ray and its workers) and warm (the same
 instance again, into another root). A warm-up local run first fills the splits and imports.
-Prints wall time and seconds per run, Ray's start-up time (cold - warm) and the Ray backend's extra
-seconds per run against the local backend (negative: faster).
+Prints wall time and seconds per run, Ray's start-up time (cold - warm), the Ray backend's extra
+seconds per run against the local backend (negative: faster) and, warm, against a perfect split of
+the serial local run over the same number of workers.
 
     python benchmarks/ray_overhead.py [--seeds 3] [--folds 4] [--jobs 2]
 """
@@ -68,6 +69,9 @@ def main() -> None:
     for name in ("ray, cold instance", "ray, warm instance"):
         print(f"{name}: {(walls[name] - local) / n:+.3f} s per run vs local jobs {args.jobs}, "
               f"{(walls[name] - walls['local, jobs 1']) / n:+.3f} s vs local jobs 1")
+    ideal = walls["local, jobs 1"] / args.jobs
+    print(f"ray, warm instance vs local jobs 1 split perfectly over {args.jobs} workers: "
+          f"{(walls['ray, warm instance'] - ideal) / n:+.3f} s per run (an upper bound on Ray's cost per task)")
 
 
 if __name__ == "__main__":
