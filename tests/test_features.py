@@ -107,3 +107,17 @@ def test_classic_set_names_match_output(dataset):
     x = classic_features(_tone(2.0), SR, "spectral_only")
     assert x.shape == (len(classic_names("spectral_only")),) == (15,)
     assert len(classic_names("all_traditional")) == 120
+
+
+def test_symbolic_relative_is_zero_for_the_score_itself(dataset):
+    from pianolab.features.kinds import get_kind
+    from pianolab.features.store import FeatureSpec
+
+    kind, spec = get_kind("symbolic_relative"), FeatureSpec("symbolic_relative")
+    items = {it.player: it for it in dataset.items if it.group == GROUP}
+    rel = {p: kind.compute(it.midi_path.read_bytes(), it.midi_path, spec) for p, it in items.items()}
+    assert np.abs(rel["Score"]).max() == 0  # the deadpan rendition is the score MIDI itself
+    human = next(p for p in rel if p not in ("Score", "Score2"))
+    n_notes = list(SYMBOLIC_NAMES).index("n_notes")
+    n_score = len(read_notes(score_midi_path(dataset.root, GROUP)).notes)
+    assert rel[human][n_notes] == len(read_notes(items[human].midi_path).notes) - n_score

@@ -168,20 +168,24 @@ def aligned_features(score: MidiNotes, perf: MidiNotes, pairs: np.ndarray) -> np
     return np.array([f[k] for k in ALIGNED_NAMES], dtype=np.float32)
 
 
-def score_aligned_features(perf_path: Path | str, score_path: Path | str, data: bytes | None = None,
-                           score_shift: int = 0) -> np.ndarray:
-    """(len(ALIGNED_NAMES),) features of one performance (file or its bytes) against its score MIDI.
-
-    `score_shift`: semitones to transpose the score by (the pitch shift of an augmented copy), clamped
-    to the piano range like the performance's.
-    """
+def transposed_score(score_path: Path | str, shift: int = 0) -> MidiNotes:
+    """The score MIDI's notes, transposed by `shift` semitones (an augmented copy's pitch shift),
+    clamped to the piano range like the performance's."""
     if not Path(score_path).is_file():
         raise fail(score_path, "score MIDI not found for this performance")
-    score, perf = _score(str(score_path)), read_notes(perf_path, data)
-    if score_shift:
+    score = _score(str(score_path))
+    if shift:
         from pianolab.render.augment import clamp_shift
 
         notes = score.notes.copy()
-        notes[:, 2] += clamp_shift(score_shift, int(notes[:, 2].min()), int(notes[:, 2].max()))
+        notes[:, 2] += clamp_shift(shift, int(notes[:, 2].min()), int(notes[:, 2].max()))
         score = replace(score, notes=notes)
+    return score
+
+
+def score_aligned_features(perf_path: Path | str, score_path: Path | str, data: bytes | None = None,
+                           score_shift: int = 0) -> np.ndarray:
+    """(len(ALIGNED_NAMES),) features of one performance (file or its bytes) against its score MIDI,
+    transposed by `score_shift` semitones (the pitch shift of an augmented copy)."""
+    score, perf = transposed_score(score_path, score_shift), read_notes(perf_path, data)
     return aligned_features(score, perf, match(score, perf, perf_path))

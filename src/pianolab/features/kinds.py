@@ -60,6 +60,18 @@ def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
                            score_aligned_features(path, _score_path(path), data, score_shift=shift)])
 
 
+def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:
+    """The symbolic statistics of the performance minus those of its excerpt's deadpan score MIDI
+    (transposed like the performance's augmented copy): what the performer changed, with what the
+    music itself fixes (note rate, range, polyphony of the score) taken out."""
+    from pianolab.features.aligned import transposed_score
+    from pianolab.features.symbolic import performance_features
+    from pianolab.render.augment import draw_params
+
+    score = transposed_score(_score_path(path), draw_params(spec.augment, Path(path).stem, spec.copy).shift)
+    return _symbolic(data, path, spec) - performance_features(score)
+
+
 def _classic(name: str) -> Callable:
     def compute(wave: np.ndarray, spec) -> np.ndarray:
         from pianolab.features.classic import classic_features
@@ -81,6 +93,8 @@ def register_all() -> None:
     FEATURE_KINDS.add("symbolic", FeatureKind("symbolic", "midi", MIDI_FIELDS, 1, SYMBOLIC_NAMES, _symbolic))
     FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 1,
                                                       SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned))
+    FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
+                                                       SYMBOLIC_NAMES, _symbolic_relative))
     for name in CLASSIC_SETS:
         kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name))
         FEATURE_KINDS.add(name, kind)
