@@ -140,9 +140,7 @@ def test_two_runners_never_duplicate_a_cell(tmp_path):
     assert collect(load_experiment(exp_path), root).scores.shape == (2, 2, 3)
 
 
-def test_wall_time_budget_is_imposed_and_tuning_refused(tmp_path):
+def test_wall_time_budget_is_imposed(tmp_path):
     exp = load_experiment(write(tmp_path, {**TINY, "budget": {"epochs": 7, "wall_time_s": 30}}))
     cfg = exp.config("alpha_small", seed=1, fold=0)
     assert (cfg.train.epochs, cfg.train.max_seconds) == (7, 30.0)
-    with pytest.raises(PianolabError, match="tuning .* is not implemented"):
-        load_experiment(write(tmp_path, {**TINY, "tuning": {"trials": 5}}))

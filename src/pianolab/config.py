@@ -2,7 +2,8 @@
 
 A bad key or type is a one-line PianolabError naming the source, the key and the valid keys.
 Defaults live here only. A run's identity is `config_hash(cfg)`: the canonical JSON of the
-resolved config without the keys in `NOT_IDENTITY` (device, tracking, data location).
+resolved config without the keys in `NOT_IDENTITY` (device, tracking, data and study location) and
+without the `tuning` section when tuning is off (so untuned runs keep the hashes they always had).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 
 from pianolab.errors import PianolabError
 
-NOT_IDENTITY = {("train", "device"), ("train", "compile"), ("track",), ("data", "root")}
+NOT_IDENTITY = {("train", "device"), ("train", "compile"), ("track",), ("data", "root"), ("tuning", "storage")}
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,20 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """An Optuna search inside the cell's training fold before its fit (`pianolab.ab.tuning`)."""
+
+    space: dict = field(default_factory=dict)  # dotted config key -> {low, high[, log][, int]} | {choices}
+    trials: int = 0  # the trial budget (an experiment's budget.trials); 0 = no tuning
+    inner_folds: int = 3  # K-fold by excerpt group over the training fold's items
+    metric: str = "pearson"  # registered metric, mean over the inner folds
+    sampler: str = "tpe"
+    pruner: str = "median"
+    pruner_params: dict = field(default_factory=dict)
+    storage: str | None = None  # Optuna RDB URL; default: SQLite <runs root>/<experiment>/optuna.db
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -113,6 +128,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
@@ -201,10 +217,12 @@ def to_dict(cfg: RunConfig) -> dict:
 
 def identity_dict(cfg: RunConfig) -> dict:
     d = to_dict(cfg)
+    if not cfg.tuning.trials:
+        d.pop("tuning")  # tuning off: its settings cannot change the run
     for path in NOT_IDENTITY:
         node = d
         for p in path[:-1]:
-            node = node[p]
+            node = node.get(p, {})
         node.pop(path[-1], None)
     return d
 

@@ -93,9 +93,14 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def write_config(folder: Path, cfg: RunConfig) -> None:
+    """config.yaml: the config the run's model is trained with."""
+    (folder / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=True))
+
+
 def start_run(folder: Path, cfg: RunConfig, extra_meta: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=True))
+    write_config(folder, cfg)
     meta = {"status": "running", "config_hash": config_hash(cfg), "started": time.time(),
             **environment(), **extra_meta}
     write_json(folder / "meta.json", meta)

@@ -12,10 +12,26 @@ split: {name: excerpt, folds: 4, seed: 0}
 primary_metric: pearson                     # any registered metric
 rope: 0.01
 alpha: 0.05
-budget: {epochs: 100, wall_time_s: 60}      # equal for every variant (epochs and/or seconds per run)
+budget: {epochs: 100, wall_time_s: 60, trials: 20}  # equal for every variant: epochs and/or seconds per
+                                            # fit, and tuning trials per cell (required with tuning)
 early_stop: {min_seeds: 3}                  # optional sequential rule
 evaluation: []                              # optional evaluation sections for every variant
+tuning:                                     # optional: an Optuna search in every cell (pianolab.ab.tuning)
+  space:                                    # dotted config keys; a variant may not set a tuned key
+    model.params.alpha: {low: 0.01, high: 100, log: true}   # float (log-uniform)
+    model.params.max_depth: {low: 2, high: 8, int: true}    # integer
+    objective.name: {choices: [mse, correlation]}           # categorical
+  inner_folds: 3                            # K-fold by excerpt group inside the cell's training fold
+  metric: pearson                           # registered metric, mean over the inner folds
+  sampler: tpe                              # tpe | random, seeded with the cell's seed
+  pruner: median                            # median | none; pruner_params: {n_startup_trials: 5}
+  storage: null                             # Optuna RDB URL; default SQLite runs/<name>/optuna.db
 ```
+
+With `tuning`, each cell first runs `budget.trials` trials (the same number for every variant) on
+inner folds of its training items only, then trains on its whole training fold with the best params.
+The space is shared by every variant; a variant may replace it (`tuning.space: {...}`, e.g. when it
+changes the model and so the parameters worth tuning) but not the rest of the search.
 """
 
 from __future__ import annotations
@@ -33,8 +49,9 @@ _TOP_KEYS = {"name", "hypothesis", "baseline", "variants", "seeds", "split", "pr
              "alpha", "budget", "early_stop", "evaluation", "tuning"}
 _SPLIT_KEYS = {"name", "folds", "seed"}
 _BUDGET_KEYS = {"epochs", "wall_time_s", "trials"}
+_TUNING_KEYS = {"space", "inner_folds", "metric", "sampler", "pruner", "pruner_params", "storage"}
 _CELL_KEYS = {"data.repeat", "data.fold", "data.repeats", "data.split_seed", "train.seed", "train.epochs",
-              "train.max_seconds"}
+              "train.max_seconds", "tuning"} | {f"tuning.{k}" for k in (_TUNING_KEYS - {"space"}) | {"trials"}}
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,8 @@ class Experiment:
     wall_time_s: float | None = None
     early_stop_min_seeds: int | None = None
     evaluation: tuple[str, ...] = ()
+    tuning: dict | None = None  # the `tuning:` section (pianolab.ab.tuning)
+    trials: int | None = None  # budget.trials: tuning trials per cell
     source: str = "<experiment>"
 
     @property
@@ -88,6 +107,8 @@ class Experiment:
             imposed["train.epochs"] = self.epochs
         if self.wall_time_s is not None:
             imposed["train.max_seconds"] = float(self.wall_time_s)
+        if self.tuning is not None:
+            imposed["tuning"] = {**self.tuning, "trials": self.trials}
         data = apply_overrides(self.baseline, imposed)
         if variant != BASELINE:
             data = apply_overrides(data, self._variant(variant).overrides)
@@ -123,7 +144,7 @@ def _variant(name: str, raw, source: str) -> Variant:
         raise PianolabError(f"{source}: a variant may not be called {BASELINE!r}")
     if fixed := set(raw) & _CELL_KEYS:
         raise PianolabError(f"{source}: variant {name!r} sets {sorted(fixed)[0]}, which the experiment "
-                            "sets for every cell (seeds, split seed, folds)")
+                            "sets for every cell (seeds, split seed, folds, budget, tuning but its space)")
     if len(raw) > 1 and not (multi and reason):
         raise PianolabError(f"{source}: variant {name!r} changes {len(raw)} factors ({', '.join(raw)}); "
                             "set multi_factor: true and give a reason")
@@ -149,9 +170,7 @@ def load_experiment(path: Path | str) -> Experiment:
     _check_keys(split, _SPLIT_KEYS, "split.", source)
     budget = data.get("budget", {}) or {}
     _check_keys(budget, _BUDGET_KEYS, "budget.", source)
-    if data.get("tuning") or budget.get("trials"):
-        raise PianolabError(f"{source}: tuning (an Optuna search per variant) is not implemented yet; "
-                            "remove 'tuning' and 'budget.trials'")
+    tuning = _tuning(data, baseline, budget, source)
     early = data.get("early_stop") or {}
     _check_keys(early, {"min_seeds"}, "early_stop.", source)
     exp = Experiment(
@@ -162,11 +181,47 @@ def load_experiment(path: Path | str) -> Experiment:
         rope=float(data.get("rope", 0.01)), alpha=float(data.get("alpha", 0.05)),
         epochs=budget.get("epochs"), wall_time_s=budget.get("wall_time_s"),
         early_stop_min_seeds=early.get("min_seeds"), evaluation=tuple(data.get("evaluation") or ()),
-        source=source)
+        tuning=tuning, trials=budget.get("trials"), source=source)
     for v in exp.variant_names:
-        exp.config(v)  # validates keys and types of every variant
+        cfg = exp.config(v)  # validates keys and types of every variant
+        if tuning is not None:
+            _check_tuned_variant(exp, v, cfg)
+        elif cfg.tuning.space:
+            raise PianolabError(f"{source}: variant {v!r} sets tuning.space but the experiment has no 'tuning'")
     _check_metric(exp)
     return exp
+
+
+def _tuning(data: dict, baseline: dict, budget: dict, source: str) -> dict | None:
+    """The `tuning:` section (None without one); tuning needs `budget.trials` and vice versa."""
+    if isinstance(baseline, dict) and "tuning" in baseline:
+        raise PianolabError(f"{source}: baseline sets 'tuning'; give it at the experiment's top level")
+    tuning, trials = data.get("tuning"), budget.get("trials")
+    if tuning is None and trials is None:
+        return None
+    if tuning is None:
+        raise PianolabError(f"{source}: budget.trials needs a 'tuning' section (what to tune)")
+    _check_keys(tuning, _TUNING_KEYS, "tuning.", source)
+    if "space" not in tuning:
+        raise PianolabError(f"{source}: missing required key 'tuning.space'")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise PianolabError(f"{source}: tuning needs budget.trials, a positive integer (the same for every "
+                            f"variant), got {trials!r}")
+    return tuning
+
+
+def _check_tuned_variant(exp: Experiment, variant: str, cfg: RunConfig) -> None:
+    """The variant's search is valid and moves neither a key the variant sets nor a per-cell key."""
+    from pianolab.ab.tuning import check, overlaps
+    from pianolab.track import _flatten
+
+    check(cfg, f"{exp.source} (variant {variant})")
+    sets = _flatten(exp._variant(variant).overrides) if variant != BASELINE else {}  # leaf dotted keys
+    for key in cfg.tuning.space:
+        for other in [*sets, *_CELL_KEYS]:
+            if overlaps(key, other):
+                who = f"variant {variant!r} sets" if other in sets else "the experiment sets"
+                raise PianolabError(f"{exp.source}: tuning.space.{key} is tuned but {who} {other}")
 
 
 def _check_metric(exp: Experiment) -> None:

@@ -3,12 +3,15 @@
 Neural models train with `Trainer`; scikit-learn estimators (`pianolab.models.classic`) are fitted
 directly; both leave the same run folder, so they meet in the same A/B tables. Normalisation
 (vector scaling, target standardisation, top-k selection) is fitted on the training items only.
+A config with `tuning.trials` first picks its hyperparameters with an Optuna search on inner folds of
+its training items (`pianolab.ab.tuning`), which fits through `make_cell` and `fit_cell` like a run.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,18 +48,28 @@ def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[R
     keep = (lambda s: not dataset.items[dataset.index[s]].deadpan) if d.humans_only else (lambda s: True)
     train = np.array([dataset.index[s] for s in fold.train if keep(s)])
     test = np.array([dataset.index[s] for s in fold.test if keep(s)])
-    val = np.array([], dtype=int)
-    if val_fraction > 0:
-        groups = dataset.column("group")[train]
-        names = np.unique(groups)
-        rng = np.random.default_rng(cfg.train.seed + 7919 * d.fold)
-        chosen = rng.choice(names, size=max(1, int(round(val_fraction * len(names)))), replace=False)
-        is_val = np.isin(groups, chosen)
-        train, val = train[~is_val], train[is_val]
+    train, val = carve_val(dataset, train, val_fraction, np.random.default_rng(cfg.train.seed + 7919 * d.fold))
     meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
             "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
             "n_train": len(train), "n_val": len(val), "n_test": len(test)}
     return Roles(train, val, test), meta
+
+
+def carve_val(dataset: Dataset, train: np.ndarray, fraction: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): `fraction` of the excerpt groups of `train` (at least one) become validation."""
+    if fraction <= 0:
+        return train, np.array([], dtype=int)
+    groups = dataset.column("group")[train]
+    names = np.unique(groups)
+    chosen = rng.choice(names, size=max(1, int(round(fraction * len(names)))), replace=False)
+    is_val = np.isin(groups, chosen)
+    return train[~is_val], train[is_val]
+
+
+def val_fraction(cfg: RunConfig) -> float:
+    """The validation carve-out of a training part: none for estimators (no early stopping)."""
+    return 0.0 if is_estimator(cfg.model.name) else cfg.regularize.val_fraction
 
 
 def summarise(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict:
@@ -74,10 +87,11 @@ def is_estimator(name: str) -> bool:
 
 @dataclass
 class Cell:
-    """One run's prepared data: its fold roles, normalised inputs per role and training targets."""
+    """One run's prepared data: its fold roles, normalised inputs per role and training targets.
+    `folder` is None for a tuning trial's inner fit, which writes nothing."""
 
     cfg: RunConfig
-    folder: Path
+    folder: Path | None
     dataset: Dataset
     roles: Roles
     part: dict[str, Inputs]
@@ -96,35 +110,67 @@ def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: s
 
     device = pick_device(cfg.train.device)
     cell = prepare_cell(cfg, folder, experiment, variant, device, progress)
-    fit = _fit_estimator if cell.estimator else _fit_neural
-    return finish_cell(cell, fit(cell, device))
+    return finish_cell(cell, fit_cell(cell, device))
+
+
+@dataclass
+class Loaded:
+    """The inputs of some dataset items, read once from the feature store."""
+
+    dataset: Dataset
+    inputs: Inputs
+    pos: dict[int, int]  # dataset index -> row of `inputs`
+
+    def rows(self, idx: np.ndarray) -> Inputs:
+        return self.inputs.subset(np.array([self.pos[int(i)] for i in idx], dtype=int))
+
+
+def load_items(cfg: RunConfig, dataset: Dataset, idx: np.ndarray, device: torch.device,
+               progress: bool = False) -> Loaded:
+    """Features of the items `idx` (dataset indices); one failed item is an error."""
+    inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in idx],
+                         device=str(device), progress=progress)
+    if not inputs.ok.all():
+        bad = [dataset.items[i].stem for i, good in zip(idx, inputs.ok, strict=True) if not good]
+        raise PianolabError(f"features failed for {len(bad)} item(s), e.g. {bad[0]!r}")
+    return Loaded(dataset, inputs, {int(i): k for k, i in enumerate(idx)})
 
 
 def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
                  progress: bool = False) -> Cell:
-    """Start (or resume) the run folder and load, split and normalise this cell's inputs."""
+    """Start (or resume) the run folder, load this cell's inputs, tune its hyperparameters when the
+    config asks for it (on the training fold only), then split and normalise the inputs."""
     from pianolab.train.trainer import seed_everything
 
     seed_everything(cfg.train.seed)
     dataset = load_dataset(cfg.data.root)
-    estimator = is_estimator(cfg.model.name)
-    roles, meta = fold_roles(cfg, dataset, 0.0 if estimator else cfg.regularize.val_fraction)
+    roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
         track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant})
-    used = np.concatenate([roles.train, roles.val, roles.test])
-    inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in used],
-                         device=str(device), progress=progress)
-    if not inputs.ok.all():
-        bad = [dataset.items[i].stem for i, good in zip(used, inputs.ok, strict=True) if not good]
-        raise PianolabError(f"features failed for {len(bad)} item(s), e.g. {bad[0]!r}")
-    pos = {int(i): k for k, i in enumerate(used)}
-    part = {r: inputs.subset(np.array([pos[int(i)] for i in getattr(roles, r)], dtype=int))
-            for r in ("train", "val", "test")}
-    part["train"] = _with_augmented_copies(cfg, dataset, roles.train, part["train"], str(device))
-    y_all = dataset.labels
+    loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
+    if cfg.tuning.trials:
+        from pianolab.ab.tuning import tune
+
+        cfg = tune(cfg, loaded, np.concatenate([roles.train, roles.val]), folder, experiment, variant, device)
+    return make_cell(cfg, loaded, roles, folder, device)
+
+
+def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None, device: torch.device) -> Cell:
+    """A cell on `roles`: inputs per role (training items with their augmented copies), scaling and
+    target standardisation fitted on the training part."""
+    part = {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
+    part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
+    y_all = loaded.dataset.labels
     targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
     prepared, norm = _prepare(cfg, part, targets["train"])
-    return Cell(cfg, folder, dataset, roles, prepared, targets, norm)
+    return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm)
+
+
+def fit_cell(cell: Cell, device: torch.device) -> dict[str, np.ndarray]:
+    """Fit the cell's model on its training part (saved in its folder, if any); returns the
+    de-standardised predictions of its 'val' and 'test' items."""
+    fit = _fit_estimator if cell.estimator else _fit_neural
+    return fit(cell, device)
 
 
 def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
@@ -207,8 +253,9 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
         raise PianolabError(f"model {cfg.model.name!r} needs vector features (features.vector)")
     est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
     est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing))
-    joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
-                folder / "model.joblib", compress=3)
+    if folder is not None:
+        joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
+                    folder / "model.joblib", compress=3)
     out = {}
     for r in ("val", "test"):
         x = part[r].vector
@@ -270,34 +317,46 @@ def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
     cfg, folder = cell.cfg, cell.folder
     net = neural_parts(cell, device)
     trainer, train, val = net.trainer, net.train, net.val
-    state_path = folder / "state.pt"
-    if state_path.is_file():
-        trainer.load_state(state_path)
-    metrics_path = folder / "metrics.jsonl"
-    recs = [r for r in track.read_metrics(folder) if r["epoch"] <= trainer.epoch]
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in recs))  # drop records past the resume
+    log = _resume(folder, trainer) if folder is not None else (lambda rec: None)
     budget = cfg.train.max_seconds
     started = time.perf_counter()
     while trainer.epoch < cfg.train.epochs and not trainer.should_stop:
         rec = trainer.train_epoch(train)
         if len(val) and trainer.epoch % cfg.train.eval_every == 0:
             rec.update(trainer.validate(val, _mean_pearson))
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if trainer.epoch % cfg.train.checkpoint_every == 0 and trainer.epoch < cfg.train.epochs:
-            trainer.save_state(state_path)
+        log(rec)
+        if folder is not None and trainer.epoch % cfg.train.checkpoint_every == 0 \
+                and trainer.epoch < cfg.train.epochs:
+            trainer.save_state(folder / "state.pt")
         if budget is not None and time.perf_counter() - started > budget:
             break  # equal wall time for every variant (plan budget); not bit-reproducible by nature
     return save_neural(cell, net)
 
 
+def _resume(folder: Path, trainer) -> Callable[[dict], None]:
+    """Load the folder's state.pt if any, drop metrics records past it; returns the record writer."""
+    state_path, metrics_path = folder / "state.pt", folder / "metrics.jsonl"
+    if state_path.is_file():
+        trainer.load_state(state_path)
+    recs = [r for r in track.read_metrics(folder) if r["epoch"] <= trainer.epoch]
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    def log(rec: dict) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    return log
+
+
 def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
-    """Restore the best weights, write checkpoint.pt, return de-standardised val/test predictions."""
+    """Restore the best weights, write checkpoint.pt (with a folder), return de-standardised val/test
+    predictions."""
     cfg, norm = cell.cfg, cell.norm
     net.trainer.restore_best()
-    torch.save({"model": net.model.state_dict(), "model_name": cfg.model.name,
-                "model_kwargs": {**net.shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
-                "config": json.dumps(to_dict(cfg))}, cell.folder / "checkpoint.pt")
+    if cell.folder is not None:
+        torch.save({"model": net.model.state_dict(), "model_name": cfg.model.name,
+                    "model_kwargs": {**net.shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
+                    "config": json.dumps(to_dict(cfg))}, cell.folder / "checkpoint.pt")
     return {r: net.trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
             for r, t in (("val", net.val), ("test", net.test))}
 
