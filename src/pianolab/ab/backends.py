@@ -51,7 +51,7 @@ def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
                 locks.append(lock)
         try:
             summaries = execute_pack([c.config for c, _ in todo], [f for _, f in todo], exp.name, variant) \
-                if len(todo) > 1 and not is_estimator(todo[0][0].config.model.name) else None
+                if len(todo) > 1 and _packable(todo[0][0].config) else None
         except PianolabError:  # not packable: one at a time
             summaries = None
         finally:
@@ -71,3 +71,8 @@ def ray_tasks(exp: Experiment, cells: list[Cell], opts: RunOptions):
     from pianolab.ab.ray_backend import run_on_ray
 
     return run_on_ray(exp, cells, opts)
+
+
+def _packable(cfg) -> bool:
+    """Neural cells of one variant stack when they share every setting; tuned cells may not."""
+    return not is_estimator(cfg.model.name) and not cfg.tuning.trials
