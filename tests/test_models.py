@@ -161,7 +161,7 @@ def test_symbolic_batchnorm():
 
 
 FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter": 10, "n_jobs": 1},
-        "ridge": {}, "ensemble_rf_gb": {}}
+        "ridge": {}, "ensemble_rf_gb": {}, "extra_trees": {"n_estimators": 30}, "ensemble_gb_et": {}}
 
 
 @pytest.mark.parametrize("name", ESTIMATORS.names())

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
 
@@ -30,8 +30,12 @@ ESTIMATORS.add("random_forest", lambda seed: RandomForestRegressor(
 ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradientBoostingRegressor(
     max_iter=300, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=seed),
     n_jobs=None))  # HistGB threads itself (OpenMP); joblib processes here outlive ab --jobs workers
+ESTIMATORS.add("extra_trees", lambda seed: ExtraTreesRegressor(
+    n_estimators=500, min_samples_leaf=2, max_features=0.5, n_jobs=-1, random_state=seed))
 ESTIMATORS.add("ensemble_rf_gb", lambda seed: MeanEnsemble(
     [ESTIMATORS.get("random_forest")(seed), ESTIMATORS.get("gradient_boosting")(seed)]))
+ESTIMATORS.add("ensemble_gb_et", lambda seed: MeanEnsemble(
+    [ESTIMATORS.get("gradient_boosting")(seed), ESTIMATORS.get("extra_trees")(seed)]))
 
 
 def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:
