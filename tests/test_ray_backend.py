@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from test_ab import TINY as AB_TINY
 
 from pianolab import track
 from pianolab.ab.collect import collect
@@ -15,15 +16,7 @@ from pianolab.ab.runner import RunOptions, cell_dir, run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.errors import PianolabError
 
-TINY = {
-    "name": "tiny_ray",
-    "hypothesis": "Weaker ridge regularisation fits the symbolic features better.",
-    "baseline": {"features": {"vector": ["symbolic"]}, "model": {"name": "ridge"},
-                 "track": {"tracker": "none"}},
-    "variants": {"alpha_small": {"model.params.alpha": 0.1}},
-    "seeds": 2,
-    "split": {"name": "excerpt", "folds": 3},
-}
+TINY = {**AB_TINY, "name": "tiny_ray"}
 
 
 @pytest.fixture(scope="module")
