@@ -105,3 +105,12 @@ def test_keyed_dropout_rate_and_independence():
     assert a[a > 0].unique().tolist() == pytest.approx([1 / 0.75])
     overlap = ((a == 0) & (b == 0)).float().mean().item()
     assert overlap == pytest.approx(0.25 ** 2, abs=0.005)  # next step: an independent mask
+
+
+def test_compiled_hash_gives_the_eager_bits():
+    from pianolab.models import noise
+
+    compiled = torch.compile(noise._uniform, dynamic=True)  # what CUDA training runs, fused
+    base = noise._fmix32(torch.tensor(12345, dtype=torch.int64))
+    for n in (1000, 4097):
+        assert torch.equal(compiled(base, n, torch.device("cpu")), noise._uniform(base, n, torch.device("cpu")))

@@ -6,6 +6,10 @@ its optimiser step (a device counter, so no host sync), the layer's salt (its po
 model, set by `assign_salts`) and the element's index: a cell draws the same masks whether it trains
 alone or packed with others (`pianolab.train.packed`). The trainer sets the key with
 `noise_key(seed, step)`; with no key set, training falls back to torch's global generator.
+
+The hash is integer arithmetic, so it is exact however it is computed: on CUDA, outside `vmap`
+(`fused=True`), it runs as one `torch.compile`d kernel instead of a dozen int64 passes, with the
+same bits.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import torch
 from torch import nn
 
 _M32 = 0xFFFFFFFF
-_KEY: list = []  # stack of (seed, step); each an int or an int64 tensor (batched under vmap)
+_KEY: list = []  # stack of (seed, step, fused); seed/step ints or int64 tensors (batched under vmap)
+_FUSED: list = []  # the compiled uniform, once built; [None] when compiling failed
 
 
 @contextlib.contextmanager
-def noise_key(seed, step) -> Iterator[None]:
-    """Draw training noise from (seed, step) inside the block."""
-    _KEY.append((seed, step))
+def noise_key(seed, step, fused: bool = False) -> Iterator[None]:
+    """Draw training noise from (seed, step) inside the block; `fused`: compile the hash (CUDA)."""
+    _KEY.append((seed, step, fused))
     try:
         yield
     finally:
@@ -44,13 +49,30 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     """Uniform [0, 1) float32 of `shape` from the active key and `salt`; None when no key is set."""
     if not _KEY:
         return None
-    seed, step = _KEY[-1]
+    seed, step, fused = _KEY[-1]
     base = _fmix32(_fmix32(seed * 0x27D4EB2F + salt * 0x165667B1) + step * 0x9E3779B1)
     n = 1
     for s in shape:
         n *= s
-    idx = torch.arange(n, device=device, dtype=torch.int64).view(shape)
+    uniform = _fused_uniform() if fused else None
+    return (uniform or _uniform)(base, n, device).view(shape)
+
+
+def _uniform(base, n: int, device: torch.device) -> torch.Tensor:
+    idx = torch.arange(n, device=device, dtype=torch.int64)
     return (_fmix32(idx * 0x9E3779B1 + base) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def _fused_uniform():
+    """`_uniform` compiled into one kernel, or None where torch.compile is unavailable."""
+    if not _FUSED:
+        try:
+            compiled = torch.compile(_uniform, dynamic=True)
+            compiled(torch.zeros((), dtype=torch.int64, device="cuda"), 8, torch.device("cuda"))
+            _FUSED.append(compiled)
+        except Exception:  # noqa: BLE001 - no compiler/triton here: the eager hash gives the same bits
+            _FUSED.append(None)
+    return _FUSED[0]
 
 
 class KeyedDropout(nn.Dropout):

@@ -113,7 +113,7 @@ class Trainer:
         for start in range(0, n - (n % bs if n > bs else 0), bs):
             idx = perm[start:start + bs]
             batch, target = self._augment(train.take(idx), train.target[idx])
-            with noise_key(self.cfg.train.seed, self.steps):
+            with noise_key(self.cfg.train.seed, self.steps, fused=self.device.type == "cuda"):
                 loss = self.step_fn(batch, target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
