@@ -140,6 +140,10 @@ def test_equal_budget_nested_resumed_and_recorded(tmp_path, monkeypatch, dataset
         assert trained[key.split(".")[-1]] == best
         assert joblib.load(folder / "model.joblib")["estimator"].estimator.get_params()[key.split(".")[-1]] == best
     assert sum(json.loads((cell_dir(exp, c, root) / "tuning.json").read_text())["n_pruned"] for c in cells) > 0
+    from pianolab.ab.report import write_report
+
+    report = write_report(exp, root, echo=lambda s: None)["markdown"].read_text()
+    assert "budget: per config epochs, 4 Optuna trials per cell (inner 3-fold" in report
 
 
 def test_single_run_with_tuning_keeps_its_study(tmp_path):

@@ -81,12 +81,17 @@ def analyse(exp: Experiment, res: Results) -> dict:
                                                                               exp.alpha),
                 dim_delta=np.nanmean(dim_d, axis=(0, 1)),
                 power=power_analysis(d, res.n_train, res.n_test, max(exp.rope, 1e-6), exp.alpha)
-                if np.std(d) > 0 else None,
+                if _plannable(d) else None,
                 mdd=minimal_detectable_delta(d, res.n_train, res.n_test, alpha=exp.alpha)
-                if np.std(d) > 0 else None,
+                if _plannable(d) else None,
                 cells=d)
         out["variants"][v] = row
     return out
+
+
+def _plannable(d: np.ndarray) -> bool:
+    """A power analysis needs a pilot variance with at least 2 degrees of freedom (3 cells)."""
+    return d.size >= 3 and np.std(d) > 0
 
 
 def _secondary_table(exp: Experiment, root) -> list[str]:
@@ -181,6 +186,18 @@ def _fmt(x: float) -> str:
     return f"{x:+.4f}" if abs(x) >= 1e-4 or x == 0 else f"{x:+.2e}"
 
 
+def _budget(exp: Experiment) -> str:
+    """The budget imposed on every variant: epochs, wall time per fit, tuning trials per cell."""
+    parts = [f"{exp.epochs if exp.epochs is not None else 'per config'} epochs"]
+    if exp.wall_time_s is not None:
+        parts.append(f"{exp.wall_time_s:g} s per fit")
+    if exp.trials:
+        inner = exp.config(BASELINE).tuning.inner_folds
+        parts.append(f"{exp.trials} Optuna trials per cell (inner {inner}-fold on the training fold; "
+                     "counts and pruned trials in each run's tuning.json)")
+    return ", ".join(parts)
+
+
 def render_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, root) -> str:
     env = track.environment()
     first = next(iter(res.folders.values()))
@@ -190,7 +207,7 @@ def render_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, ro
              f"- split `{exp.split}`, K = {exp.folds} folds x R = {exp.seeds} seeds (repeat r = its own "
              f"partition, shared by every variant; training seed = r); split file {meta['split']}",
              f"- primary metric `{exp.primary_metric}` on the test folds; ROPE ±{exp.rope:g}; alpha {exp.alpha:g}",
-             f"- budget: {exp.epochs if exp.epochs is not None else 'per config'} epochs for every variant",
+             f"- budget: {_budget(exp)} for every variant",
              f"- mean fold sizes: train {res.n_train:.0f}, test {res.n_test:.0f}; data version {meta['data_version']}",
              f"- environment: git {str(meta.get('git_commit'))[:10]}{' (dirty)' if meta.get('git_dirty') else ''}, "
              f"GPU {meta.get('gpu') or 'none (CPU)'}; report built with pianolab {env['packages'].get('pianolab')}",
