@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
 #         | abwall (benchmarks/ab_wall_time.py: local, local:8, packed) | cold (benchmarks/cold_start.py)
+# ab:NAME honours BACKEND (local | packed | ray) and JOBS.
 # Results land in $OUT (logs, reports). Each stage is time-guarded so the call ends inside its limit.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -49,7 +50,8 @@ for stage in "$@"; do
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
       name=${stage#ab:}
-      python3 -m pianolab ab run "experiments/$name.yaml" --jobs "${JOBS:-4}" --tracker none 2>&1 | tee "$OUT/$name.txt"
+      python3 -m pianolab ab run "experiments/$name.yaml" --backend "${BACKEND:-local}" --jobs "${JOBS:-4}" \
+        --tracker none 2>&1 | tee "$OUT/$name.txt"
       (cd "/tmp/runs/$name/report" && tar czf "$OUT/$name-report.tgz" .) ;;
   esac
 done
