@@ -11,24 +11,37 @@ from pianolab.ab.runner import run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.config import config_from_dict
 from pianolab.models import create_model
-from pianolab.train.packed import PackedTrainer
+from pianolab.train.packed import PackedTrainer, SharedRows
 from pianolab.train.run import _mean_pearson
 from pianolab.train.trainer import Tensors, Trainer, seed_everything
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 
 
-def _member(seed: int, n: int):
-    """A small AST with dropout and stochastic depth, SpecAugment, mixup and early stopping."""
+POOL = torch.randn(90, 1, 32, 64, generator=torch.Generator().manual_seed(7))  # raw spectrograms
+TARGETS = torch.randn(90, 19, generator=torch.Generator().manual_seed(8))
+
+
+def _member(seed: int, n: int, shared: bool):
+    """A small AST with dropout and stochastic depth, SpecAugment, mixup and early stopping, on `n`
+    rows of POOL (the last 12 for validation), standardised with its training rows' statistics: as
+    a private normalised copy (one at a time) or as rows of the shared pool (packed)."""
     cfg = config_from_dict({"model": {"name": "ast_ultra_tiny"}, "augment": {"preset": "light"},
                             "regularize": {"early_stopping": 2, "mixup_prob": 0.3},
                             "train": {"epochs": 3, "batch_size": 8, "seed": seed, "device": "cpu"}})
-    g = torch.Generator().manual_seed(100 + seed)
-    x, y = torch.randn(n, 1, 32, 64, generator=g), torch.randn(n, 19, generator=g)
+    rows = torch.randperm(90, generator=torch.Generator().manual_seed(seed))[:n]
+    train_rows, val_rows = rows[:-12], rows[-12:]
+    raw = POOL.numpy()[train_rows.numpy()]
+    mean, std = float(raw.mean()), float(raw.std() + 1e-6)  # as run._prepare
     seed_everything(seed)
     model = create_model("ast_ultra_tiny", n_freq=32, n_frames=64, depth=2, dim=64, heads=2, drop_path=0.2)
     trainer = Trainer(cfg, model, torch.device("cpu"), steps_per_epoch=n // 8)
-    return trainer, Tensors({"spec": x[:-12]}, y[:-12]), Tensors({"spec": x[-12:]}, y[-12:])
+    if shared:
+        parts = [SharedRows({}, TARGETS[r], POOL, r, mean, std) for r in (train_rows, val_rows)]
+    else:
+        parts = [Tensors({"spec": torch.from_numpy((POOL.numpy()[r.numpy()] - mean) / std)}, TARGETS[r])
+                 for r in (train_rows, val_rows)]
+    return trainer, *parts
 
 
 SIZES = [(0, 60), (1, 52), (2, 70)]  # training sets of different sizes: members step unevenly
@@ -37,13 +50,15 @@ SIZES = [(0, 60), (1, 52), (2, 70)]  # training sets of different sizes: members
 def test_packed_trainer_matches_one_at_a_time():
     alone = []
     for seed, n in SIZES:
-        t, train, val = _member(seed, n)
+        t, train, val = _member(seed, n, shared=False)
         while t.epoch < 3 and not t.should_stop:
             rec = t.train_epoch(train)
             rec.update(t.validate(val, _mean_pearson))
         t.restore_best()
         alone.append((t.predict(val), rec))
-    members = [_member(seed, n) for seed, n in SIZES]
+    members = [_member(seed, n, shared=True) for seed, n in SIZES]
+    first = torch.arange(5)  # a shared-row batch has the bits of the private normalised copy
+    assert torch.equal(members[0][1].take(first)["spec"], _member(0, 60, shared=False)[1].take(first)["spec"])
     records = {}
     pack = PackedTrainer([m[0] for m in members], torch.device("cpu"))
     pack.fit([m[1] for m in members], [m[2] for m in members], _mean_pearson, records.__setitem__)

@@ -18,13 +18,46 @@ import copy
 import json
 import time
 import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from pianolab.errors import PianolabError
 from pianolab.models.noise import noise_key
 from pianolab.train.trainer import Tensors, Trainer
+
+
+@dataclass
+class SharedRows(Tensors):
+    """One role of one member as rows of a spectrogram tensor that every member shares on the
+    device, standardised per batch with the member's own training statistics: the float32
+    arithmetic of `run._prepare`, so a batch has the bits of the member's private copy. `batch`
+    holds the member's own (small) inputs, e.g. its scaled feature vector."""
+
+    spec: torch.Tensor | None = None  # (items, C, F, T) raw, shared
+    rows: torch.Tensor | None = None  # (n,) rows of `spec`
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**super().take(idx), "spec": (self.spec[self.rows[idx]] - self.mean) / self.std}
+
+
+def share_spectrograms(member, cell, spec: torch.Tensor, row_of: dict[int, int], device) -> None:
+    """Point `member`'s train/val/test spectrograms at the shared `spec` (rows by dataset index)
+    and drop its private copies."""
+    for role in ("train", "val", "test"):
+        own: Tensors = getattr(member, role)
+        rows = torch.tensor([row_of[int(i)] for i in getattr(cell.roles, role)], dtype=torch.int64, device=device)
+        rest = {k: v for k, v in own.batch.items() if k != "spec"}
+        setattr(member, role, SharedRows(rest, own.target, spec, rows, cell.norm["spec_mean"],
+                                         cell.norm["spec_std"]))
+    cell.part = None
 
 
 def unpackable_reason(model: torch.nn.Module, trainer: Trainer) -> str | None:
@@ -188,7 +221,12 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     device = pick_device(cfgs[0].train.device)
     cells = [prepare_cell(cfg, folder, experiment, variant, device)
              for cfg, folder in zip(cfgs, folders, strict=True)]
-    members = [neural_parts(c, device) for c in cells]
+    shared = _shared_spectrograms(cells, device)
+    members = []
+    for c in cells:  # one member's private copy on the device at a time
+        members.append(neural_parts(c, device))
+        if shared is not None:
+            share_spectrograms(members[-1], c, *shared, device)
     trainers = [m.trainer for m in members]
     reasons = {unpackable_reason(t.model, t) for t in trainers} - {None}
     if reasons:
@@ -204,3 +242,17 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
 
     pack.fit([m.train for m in members], [m.val for m in members], _mean_pearson, on_epoch)
     return [finish_cell(c, save_neural(c, m)) for c, m in zip(cells, members, strict=True)]
+
+
+def _shared_spectrograms(cells: list, device) -> tuple[torch.Tensor, dict[int, int]] | None:
+    """Every item's raw spectrogram, once on the device, with the row of each dataset index; None
+    without spectrograms or with MIDI-augmented training copies (those stay private)."""
+    from pianolab.train.run import load_items
+
+    cfg = cells[0].cfg
+    if not cfg.features.spectrogram or cfg.features.augment_factor > 1:
+        return None
+    dataset = cells[0].dataset
+    idx = np.unique(np.concatenate([np.concatenate([c.roles.train, c.roles.val, c.roles.test]) for c in cells]))
+    loaded = load_items(cfg, dataset, idx, device)
+    return torch.from_numpy(np.ascontiguousarray(loaded.inputs.spec)).to(device), loaded.pos
