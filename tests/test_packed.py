@@ -106,6 +106,29 @@ def test_packed_backend_agrees_with_local_on_every_cell(tmp_path):
     assert len(lines) == 12 and all(": skipped" in x for x in lines)
 
 
+AST_EXP = {"name": "packed_ast", "hypothesis": "Mean pooling of the patch tokens beats the CLS token.",
+           "baseline": {"features": {"spectrogram": "log_mel", "seconds": 4},
+                        "model": {"name": "ast_ultra_tiny",
+                                  "params": {"depth": 1, "dim": 64, "heads": 2, "patch": 32}},
+                        "augment": {"preset": "light"}, "regularize": {"early_stopping": 2},
+                        "track": {"tracker": "none"}},
+           "variants": {"mean_pool": {"model.params.pool": "mean"}},
+           "seeds": 1, "split": {"name": "excerpt", "folds": 4}, "budget": {"epochs": 2}}
+
+
+def test_packed_ast_on_rendered_spectrograms_agrees_with_local(tmp_path):
+    """Real renders (midirenderer, log-mel), shared device spectrograms, dropout, SpecAugment."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(AST_EXP))
+    exp = load_experiment(path)
+    run_experiment(exp, root=tmp_path / "local", tracker="none", echo=lambda s: None)
+    run_experiment(exp, root=tmp_path / "packed", tracker="none", echo=lambda s: None, backend="packed")
+    local, packed = _cells(exp, tmp_path / "local"), _cells(exp, tmp_path / "packed")
+    for key, frame in local.items():
+        pred_cols = [c for c in frame.columns if c.startswith("pred_")]
+        assert np.abs(frame[pred_cols].to_numpy() - packed[key][pred_cols].to_numpy()).max() < 1e-5, key
+
+
 def test_keyed_dropout_rate_and_independence():
     from pianolab.models.noise import KeyedDropout, noise_key
 
