@@ -61,10 +61,12 @@ def claim(folder: Path, wait: bool = False) -> FileLock | str:
 
 
 def unclaimed(status: str, folder: Path) -> tuple[str, dict | None]:
+    """(status, summary) of a cell this runner did not claim: the summary when it is finished."""
     return status, (_summary(folder) if status == SKIPPED else None)
 
 
 def mirror_cell(exp_name: str, cell: Cell, folder: Path, tracker: str) -> None:
+    """Mirror a finished cell's folder to the tracker, tagged with its variant, seed and fold."""
     track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
 
 
