@@ -3,7 +3,8 @@
 A torch generator cannot be given to `nn.Dropout`, and inside `torch.func.vmap` every member of a
 packed model would draw from one shared stream. Keyed noise instead depends only on the run's seed,
 its optimiser step (a device counter, so no host sync), the layer's salt (its position in the
-model, set by `assign_salts`) and the element's index: a cell draws the same masks whether it trains
+model, set by `assign_salts`), how often the layer was called before in this step (a layer used
+twice draws two independent masks) and the element's index: a cell draws the same masks whether it trains
 alone or packed with others (`pianolab.train.packed`). The trainer sets the key with
 `noise_key(seed, step)`; with no key set, training falls back to torch's global generator.
 
@@ -21,14 +22,14 @@ import torch
 from torch import nn
 
 _M32 = 0xFFFFFFFF
-_KEY: list = []  # stack of (seed, step, fused); seed/step ints or int64 tensors (batched under vmap)
+_KEY: list = []  # stack of (seed, step, fused, calls per salt); seed/step ints or int64 tensors
 _FUSED: list = []  # the compiled uniform, once built; [None] when compiling failed
 
 
 @contextlib.contextmanager
 def noise_key(seed, step, fused: bool = False) -> Iterator[None]:
     """Draw training noise from (seed, step) inside the block; `fused`: compile the hash (CUDA)."""
-    _KEY.append((seed, step, fused))
+    _KEY.append((seed, step, fused, {}))
     try:
         yield
     finally:
@@ -49,8 +50,9 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     """Uniform [0, 1) float32 of `shape` from the active key and `salt`; None when no key is set."""
     if not _KEY:
         return None
-    seed, step, fused = _KEY[-1]
-    base = _fmix32(_fmix32(seed * 0x27D4EB2F + salt * 0x165667B1) + step * 0x9E3779B1)
+    seed, step, fused, calls = _KEY[-1]
+    call = calls[salt] = calls.get(salt, -1) + 1
+    base = _fmix32(_fmix32(seed * 0x27D4EB2F + salt * 0x165667B1 + call * 0x61C88647) + step * 0x9E3779B1)
     n = 1
     for s in shape:
         n *= s
