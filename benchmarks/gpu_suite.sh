@@ -41,11 +41,10 @@ for stage in "$@"; do
       guard 240 python3 benchmarks/train_throughput.py --epochs 2 --compile --sizes ast_ultra_tiny,ast_small \
         --strides 16 2>&1 | tee "$OUT/throughput_compile.txt" ;;
     abwall)
-      (cd benchmarks && guard 560 python3 ab_wall_time.py --experiment ../experiments/ab_wall_time.yaml \
-        --backends "${BACKENDS:-packed,local:8}") 2>&1 | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
+      guard 560 python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" 2>&1 \
+        | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
     cold)
-      (cd benchmarks && guard 560 python3 cold_start.py --experiment ../experiments/ab_wall_time.yaml) 2>&1 \
-        | grep -v Warn | tee "$OUT/cold_start.txt" ;;
+      guard 560 python3 benchmarks/cold_start.py 2>&1 | grep -v Warn | tee "$OUT/cold_start.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
