@@ -144,3 +144,10 @@ def test_wall_time_budget_is_imposed(tmp_path):
     exp = load_experiment(write(tmp_path, {**TINY, "budget": {"epochs": 7, "wall_time_s": 30}}))
     cfg = exp.config("alpha_small", seed=1, fold=0)
     assert (cfg.train.epochs, cfg.train.max_seconds) == (7, 30.0)
+
+
+def test_unknown_backend_fails_before_any_work(tmp_path):
+    exp = load_experiment(write(tmp_path, TINY))
+    with pytest.raises(PianolabError, match="unknown backend 'nope'; valid: local, packed, ray"):
+        run_experiment(exp, root=tmp_path / "runs", tracker="none", echo=lambda s: None, backend="nope")
+    assert not (tmp_path / "runs").exists()

@@ -157,6 +157,9 @@ class RunOptions:
 def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tracker: str = "mlflow",
                    echo=print, backend: str = "local", **backend_opts) -> list[str]:
     """Run every cell (seed by seed); returns the variants still active (early stopping may drop some)."""
+    from pianolab.ab.backends import BACKENDS
+
+    BACKENDS.get(backend)  # an unknown name fails before any work
     opts = RunOptions(backend=backend, jobs=jobs, root=root, tracker=tracker, **backend_opts)
     if any(not track.is_done(cell_dir(exp, c, root)) for c in exp.cells()):
         prebuild_features(exp)
