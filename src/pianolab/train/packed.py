@@ -215,13 +215,16 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     """Run the cells `cfgs` (one variant: same config but seed and fold) packed, each writing its own
     run folder exactly as `pianolab.train.run.execute` does; returns their test summaries. Raises
     PianolabError when they cannot be packed (the caller runs them one at a time instead)."""
-    from pianolab.train.run import _mean_pearson, finish_cell, neural_parts, prepare_cell, save_neural
+    from pianolab.data.percepiano import load_dataset
+    from pianolab.train.run import _mean_pearson, finish_cell, load_items, neural_parts, prepare_cell, save_neural
     from pianolab.train.trainer import pick_device
 
     device = pick_device(cfgs[0].train.device)
-    cells = [prepare_cell(cfg, folder, experiment, variant, device)
+    dataset = load_dataset(cfgs[0].data.root)
+    loaded = load_items(cfgs[0], dataset, np.arange(len(dataset)), device)  # every item, read once
+    cells = [prepare_cell(cfg, folder, experiment, variant, device, loaded=loaded)
              for cfg, folder in zip(cfgs, folders, strict=True)]
-    shared = _shared_spectrograms(cells, device)
+    shared = _shared_spectrograms(cells[0].cfg, loaded, device)
     members = []
     for c in cells:  # one member's private copy on the device at a time
         members.append(neural_parts(c, device))
@@ -244,15 +247,9 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     return [finish_cell(c, save_neural(c, m)) for c, m in zip(cells, members, strict=True)]
 
 
-def _shared_spectrograms(cells: list, device) -> tuple[torch.Tensor, dict[int, int]] | None:
+def _shared_spectrograms(cfg, loaded, device) -> tuple[torch.Tensor, dict[int, int]] | None:
     """Every item's raw spectrogram, once on the device, with the row of each dataset index; None
     without spectrograms or with MIDI-augmented training copies (those stay private)."""
-    from pianolab.train.run import load_items
-
-    cfg = cells[0].cfg
     if not cfg.features.spectrogram or cfg.features.augment_factor > 1:
         return None
-    dataset = cells[0].dataset
-    idx = np.unique(np.concatenate([np.concatenate([c.roles.train, c.roles.val, c.roles.test]) for c in cells]))
-    loaded = load_items(cfg, dataset, idx, device)
     return torch.from_numpy(np.ascontiguousarray(loaded.inputs.spec)).to(device), loaded.pos

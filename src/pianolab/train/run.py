@@ -137,9 +137,10 @@ def load_items(cfg: RunConfig, dataset: Dataset, idx: np.ndarray, device: torch.
 
 
 def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
-                 progress: bool = False) -> Cell:
-    """Start (or resume) the run folder, load this cell's inputs, tune its hyperparameters when the
-    config asks for it (on the training fold only), then split and normalise the inputs."""
+                 progress: bool = False, loaded: Loaded | None = None) -> Cell:
+    """Start (or resume) the run folder, load this cell's inputs (or take them from `loaded`, read
+    once for several cells), tune its hyperparameters when the config asks for it (on the training
+    fold only), then split and normalise the inputs."""
     from pianolab.train.trainer import seed_everything
 
     seed_everything(cfg.train.seed)
@@ -147,7 +148,8 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
         track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant})
-    loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
+    if loaded is None:
+        loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
     if cfg.tuning.trials:
         from pianolab.ab.tuning import tune
 
