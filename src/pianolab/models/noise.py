@@ -16,6 +16,7 @@ same bits.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -23,7 +24,6 @@ from torch import nn
 
 _M32 = 0xFFFFFFFF
 _KEY: list = []  # stack of (seed, step, fused, calls per salt); seed/step ints or int64 tensors
-_FUSED: list = []  # the compiled uniform, once built; [None] when compiling failed
 
 
 @contextlib.contextmanager
@@ -65,16 +65,15 @@ def _uniform(base, n: int, device: torch.device) -> torch.Tensor:
     return (_fmix32(idx * 0x9E3779B1 + base) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+@functools.cache
 def _fused_uniform():
     """`_uniform` compiled into one kernel, or None where torch.compile is unavailable."""
-    if not _FUSED:
-        try:
-            compiled = torch.compile(_uniform, dynamic=True)
-            compiled(torch.zeros((), dtype=torch.int64, device="cuda"), 8, torch.device("cuda"))
-            _FUSED.append(compiled)
-        except Exception:  # noqa: BLE001 - no compiler/triton here: the eager hash gives the same bits
-            _FUSED.append(None)
-    return _FUSED[0]
+    try:
+        compiled = torch.compile(_uniform, dynamic=True)
+        compiled(torch.zeros((), dtype=torch.int64, device="cuda"), 8, torch.device("cuda"))
+        return compiled
+    except Exception:  # noqa: BLE001 - no compiler/triton here: the eager hash gives the same bits
+        return None
 
 
 class KeyedDropout(nn.Dropout):

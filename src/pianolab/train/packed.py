@@ -15,7 +15,6 @@ early or finished are masked: their weights and optimiser state do not move.
 from __future__ import annotations
 
 import copy
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from pianolab.errors import PianolabError
 from pianolab.models.noise import noise_key
-from pianolab.train.trainer import Tensors, Trainer
+from pianolab.train.trainer import Tensors, Trainer, batch_starts
 
 
 @dataclass
@@ -60,10 +59,10 @@ def share_spectrograms(member, cell, spec: torch.Tensor, row_of: dict[int, int],
     cell.part = None
 
 
-def unpackable_reason(model: torch.nn.Module, trainer: Trainer) -> str | None:
-    """Why this model/config cannot train packed (None if it can)."""
+def unpackable_reason(trainer: Trainer) -> str | None:
+    """Why this trainer's model/config cannot train packed (None if it can)."""
     cfg = trainer.cfg
-    for m in model.modules():
+    for m in trainer.model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             return "BatchNorm updates running statistics in place"
         if torch.nn.utils.parametrize.is_parametrized(m):
@@ -75,11 +74,6 @@ def unpackable_reason(model: torch.nn.Module, trainer: Trainer) -> str | None:
     if cfg.train.compile:
         return "torch.compile is per run"
     return None
-
-
-def _batch_steps(n: int, bs: int) -> int:
-    """Mini-batches per epoch, as `Trainer.train_epoch` takes them (the last partial batch dropped)."""
-    return len(range(0, n - (n % bs if n > bs else 0), bs))
 
 
 class PackedTrainer:
@@ -100,15 +94,13 @@ class PackedTrainer:
         n = len(trainers)
         self.seeds = torch.tensor([t.cfg.train.seed for t in trainers], dtype=torch.int64, device=device)
         self.steps = torch.zeros(n, dtype=torch.int64, device=device)
-        self.loss_fn = trainers[0].loss_fn
-        autocast = trainers[0].autocast
-        self.grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, 0, 0, 0, 0))
-        self._autocast = autocast
+        self.loss_fn, self.autocast = trainers[0].loss_fn, trainers[0].autocast
+        self.grad_fn = vmap(grad_and_value(self._loss))  # every argument batched over members
         self.last_grads: dict[str, torch.Tensor] = {}
 
     def _loss(self, params, buffers, batch, target, seed, step):
         with noise_key(seed, step), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                   enabled=self._autocast):
+                                                   enabled=self.autocast):
             pred = functional_call(self.template, (params, buffers), (batch,))
         return self.loss_fn(pred.float(), target)
 
@@ -122,7 +114,7 @@ class PackedTrainer:
         bs = self.trainers[0].cfg.train.batch_size
         perms = {i: torch.randperm(len(train[i]), device=self.device, generator=self.trainers[i].generator)
                  for i in live}
-        n_steps = {i: _batch_steps(len(train[i]), bs) for i in live}
+        n_steps = {i: len(batch_starts(len(train[i]), bs)) for i in live}
         sums = torch.zeros(len(self.trainers), 2, device=self.device)
         t0 = time.perf_counter()
         fill = {i: (train[i].take(perms[i][:bs]), train[i].target[perms[i][:bs]]) for i in live}
@@ -216,7 +208,15 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     run folder exactly as `pianolab.train.run.execute` does; returns their test summaries. Raises
     PianolabError when they cannot be packed (the caller runs them one at a time instead)."""
     from pianolab.data.percepiano import load_dataset
-    from pianolab.train.run import _mean_pearson, finish_cell, load_items, neural_parts, prepare_cell, save_neural
+    from pianolab.train.run import (
+        _mean_pearson,
+        append_record,
+        finish_cell,
+        load_items,
+        neural_parts,
+        prepare_cell,
+        save_neural,
+    )
     from pianolab.train.trainer import pick_device
 
     device = pick_device(cfgs[0].train.device)
@@ -231,19 +231,16 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
         if shared is not None:
             share_spectrograms(members[-1], c, *shared, device)
     trainers = [m.trainer for m in members]
-    reasons = {unpackable_reason(t.model, t) for t in trainers} - {None}
+    reasons = {unpackable_reason(t) for t in trainers} - {None}
     if reasons:
         raise PianolabError(f"cannot pack {variant!r}: {sorted(reasons)[0]}")
     pack = PackedTrainer(trainers, device)
-    warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)  # vmap of CPU SDPA
     for c in cells:
         (c.folder / "metrics.jsonl").write_text("")
-
-    def on_epoch(i: int, rec: dict) -> None:
-        with (cells[i].folder / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    pack.fit([m.train for m in members], [m.val for m in members], _mean_pearson, on_epoch)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)  # vmap of CPU SDPA
+        pack.fit([m.train for m in members], [m.val for m in members], _mean_pearson,
+                 lambda i, rec: append_record(cells[i].folder, rec))
     return [finish_cell(c, save_neural(c, m)) for c, m in zip(cells, members, strict=True)]
 
 

@@ -342,12 +342,13 @@ def _resume(folder: Path, trainer) -> Callable[[dict], None]:
         trainer.load_state(state_path)
     recs = [r for r in track.read_metrics(folder) if r["epoch"] <= trainer.epoch]
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return lambda rec: append_record(folder, rec)
 
-    def log(rec: dict) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
 
-    return log
+def append_record(folder: Path, rec: dict) -> None:
+    """Append one epoch record to the run folder's metrics.jsonl."""
+    with (folder / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:

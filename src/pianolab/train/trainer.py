@@ -40,6 +40,12 @@ class Tensors:
         return {k: v[idx] for k, v in self.batch.items()}
 
 
+def batch_starts(n: int, bs: int) -> range:
+    """Start index of each mini-batch of an epoch over `n` items (the last partial batch dropped,
+    unless it is the only one)."""
+    return range(0, n - (n % bs if n > bs else 0), bs)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,7 +116,7 @@ class Trainer:
         grad_sum = torch.zeros((), device=self.device)
         steps = 0
         t0 = time.perf_counter()
-        for start in range(0, n - (n % bs if n > bs else 0), bs):
+        for start in batch_starts(n, bs):
             idx = perm[start:start + bs]
             batch, target = self._augment(train.take(idx), train.target[idx])
             with noise_key(self.cfg.train.seed, self.steps, fused=self.device.type == "cuda"):
