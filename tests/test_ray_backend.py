@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 from test_ab import TINY as AB_TINY
+from test_packed import EXP as PACKED_EXP
 
 from pianolab import track
 from pianolab.ab.collect import collect
@@ -90,3 +91,22 @@ def test_missing_ray_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(PianolabError, match=r"pip install 'pianolab\[ray\]'"):
         next(run_on_ray(None, [], RunOptions(backend="ray")))
+
+
+def test_ray_packed_gives_the_packed_backends_cells(ray, tmp_path):
+    """One Ray task per variant running the packed backend: every cell as `packed` in-process makes it,
+    within float tolerance (Ray's workers run one BLAS thread). The BatchNorm variant cannot be packed
+    and runs one cell at a time inside its task."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**PACKED_EXP, "name": "tiny_ray_packed"}))
+    exp = load_experiment(path)
+    lines = []
+    run_experiment(exp, root=tmp_path / "packed", tracker="none", echo=lambda s: None, backend="packed")
+    run_experiment(exp, root=tmp_path / "ray", tracker="none", echo=lines.append, backend="ray_packed", jobs=2)
+    assert sum(": ran" in x for x in lines) == len(exp.cells()) == 12
+    a, b = _cells(exp, tmp_path / "packed"), _cells(exp, tmp_path / "ray")
+    for key, (summary, pred, _) in a.items():
+        assert np.abs(b[key][1] - pred).max() < 1e-4, key
+        assert b[key][0] == pytest.approx(summary, abs=1e-4), key
+    folder = cell_dir(exp, exp.cells()[0], tmp_path / "ray")
+    assert track.read_metrics(folder)[-1]["packed"] == 6  # the baseline's 2 seeds x 3 folds as one model

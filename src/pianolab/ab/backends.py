@@ -73,6 +73,14 @@ def ray_tasks(exp: Experiment, cells: list[Cell], opts: RunOptions):
     return run_on_ray(exp, cells, opts)
 
 
+@BACKENDS.register("ray_packed")
+def ray_packs(exp: Experiment, cells: list[Cell], opts: RunOptions):
+    """One Ray task per variant, training that variant's cells packed (several GPUs, one pack each)."""
+    from pianolab.ab.ray_backend import run_packs_on_ray
+
+    return run_packs_on_ray(exp, cells, opts)
+
+
 def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not."""
     return not is_estimator(cfg.model.name) and not cfg.tuning.trials

@@ -1,12 +1,14 @@
-"""Ray backend: one Ray task per cell, on a local Ray instance or an existing cluster.
+"""Ray backends, on a local Ray instance or an existing cluster: `ray` (one task per cell) and
+`ray_packed` (one task per variant, which trains the variant's cells as one packed model on its GPU).
 
-Each task calls the same `run_cell` as the local backend (per-cell lock, skip finished, resume
-interrupted), so run folders, statistics and reports do not depend on the backend. Tasks write to
+Each task calls the same code as the local backends (`run_cell`, or the `packed` backend: per-cell
+lock, skip finished, resume interrupted), so run folders, statistics and reports do not depend on
+the backend. Tasks write to
 one runs root given as an absolute path, and read the data, feature cache and splits at the absolute
 paths this process uses: every node must see those paths (a shared file system with file locks).
 A task asks Ray for `gpus_per_run` GPUs (a fraction such as 0.25 lets four small runs share a GPU)
 and `cpus_per_run` CPUs. A local instance started here gets `jobs x cpus_per_run` CPUs (so at most
-`jobs` cells run at once), is reused by the later batches of the process and is stopped by Ray when
+`jobs` tasks run at once), is reused by the later batches of the process and is stopped by Ray when
 the process exits; an instance or cluster that was already connected is used as it is.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 from pianolab import track
 from pianolab.ab.runner import RunOptions, run_cell
@@ -42,24 +45,56 @@ def shared_paths() -> dict[str, str]:
 
 
 def run_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> Iterator[tuple[Cell, str, dict | None]]:
-    """Submit one task per cell and yield `(cell, status, summary)` as tasks finish."""
+    """One task per cell; yields `(cell, status, summary)` as tasks finish."""
+    remote, root = _start(opts)
+    task = remote(_cell_task)
+    yield from _gather({task.remote(exp.name, c, root, opts.tracker): [c] for c in cells})
+
+
+def run_packs_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> Iterator[tuple[Cell, str, dict | None]]:
+    """One task per variant (the `packed` backend on that variant's cells); yields per cell."""
+    remote, root = _start(opts)
+    task = remote(_pack_task)
+    inner = replace(opts, backend="packed", jobs=1, root=root)
+    groups = {v: [c for c in cells if c.variant == v] for v in dict.fromkeys(c.variant for c in cells)}
+    yield from _gather({task.remote(exp, group, inner): group for group in groups.values()})
+
+
+def _cell_task(experiment: str, cell: Cell, root, tracker: str) -> list[tuple[Cell, str, dict | None]]:
+    return [(cell, *run_cell(experiment, cell, root, tracker))]
+
+
+def _pack_task(exp: Experiment, cells: list[Cell], opts: RunOptions) -> list[tuple[Cell, str, dict | None]]:
+    from pianolab.ab.backends import BACKENDS
+
+    return list(BACKENDS.get("packed")(exp, cells, opts))
+
+
+def _start(opts: RunOptions):
+    """Check the request, connect, and return (a decorator making a task with the per-run resources
+    and the shared paths, the absolute runs root)."""
     _check_request(opts)
     ray = _import_ray()
     _connect(ray, opts)
-    root = (opts.root or track.runs_root()).resolve()
-    task = ray.remote(run_cell).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run,
-                                        runtime_env={"env_vars": shared_paths()})
-    pending = {task.remote(exp.name, c, root, opts.tracker): c for c in cells}
+    options = {"num_cpus": opts.cpus_per_run, "num_gpus": opts.gpus_per_run,
+               "runtime_env": {"env_vars": shared_paths()}}
+    return (lambda fn: ray.remote(fn).options(**options)), (opts.root or track.runs_root()).resolve()
+
+
+def _gather(pending: dict) -> Iterator[tuple[Cell, str, dict | None]]:
+    """Yield each task's `(cell, status, summary)` rows as it finishes; a bad-input error stays one line."""
+    import ray
+
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
-        cell = pending.pop(ref)
+        first = pending.pop(ref)[0]
         try:
-            status, summary = ray.get(ref)
+            rows = ray.get(ref)
         except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, PianolabError):  # keep a bad-input error one line long
-                raise PianolabError(f"{cell.variant} seed {cell.seed} fold {cell.fold}: {e.cause}") from None
+            if isinstance(e.cause, PianolabError):
+                raise PianolabError(f"{first.variant} seed {first.seed} fold {first.fold}: {e.cause}") from None
             raise
-        yield cell, status, summary
+        yield from rows
 
 
 def _import_ray():

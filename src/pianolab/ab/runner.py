@@ -5,7 +5,8 @@ file lock on its folder; a runner that finds a cell busy moves on and, at the en
 (and runs it itself if its owner died before finishing). `--jobs N` runs N cells at once in
 separate processes (several small models share one GPU). How cells are executed is a registered
 backend (`pianolab.ab.backends`): `local` (this machine's processes), `packed` (several cells of one
-variant trained together in one process), `ray` (Ray tasks on a local instance or a cluster).
+variant trained together in one process), `ray` (one Ray task per cell, on a local instance or a
+cluster) and `ray_packed` (one Ray task per variant's pack: several GPUs or machines).
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How cells are executed: `backend` (local | packed | ray), `jobs` cells at once, where run
-    folders go (`root`: every worker must see it), the tracker, and the Ray address and per-run
-    resource requests (fractional GPUs allowed)."""
+    """How cells are executed: `backend` (local | packed | ray | ray_packed), `jobs` cells (or Ray
+    tasks) at once, where run folders go (`root`: every worker must see it), the tracker, and the Ray
+    address and per-task resource requests (fractional GPUs allowed)."""
 
     backend: str = "local"
     jobs: int = 1

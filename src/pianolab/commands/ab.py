@@ -21,13 +21,14 @@ def run(
     tracker: Annotated[str, typer.Option(help="mlflow | wandb | none")] = "mlflow",
     report: Annotated[bool, typer.Option(help="write the report when done")] = True,
     runs: Root = None,
-    backend: Annotated[str, typer.Option(help="local | packed | ray: how cells are executed")] = "local",
+    backend: Annotated[str, typer.Option(help="local | packed | ray | ray_packed: how cells are "
+                                                "executed")] = "local",
     address: Annotated[str | None, typer.Option(help="ray: cluster to use (auto or HOST:PORT; default: "
-                                                "start a local instance with --jobs cells at once)")] = None,
-    gpus_per_run: Annotated[float | None, typer.Option(min=0, help="ray: GPUs per run, fractions share a GPU "
-                                                       "(0.25: four runs per GPU); default 1 if this "
-                                                       "machine has a GPU, else 0")] = None,
-    cpus_per_run: Annotated[float, typer.Option(min=0, help="ray: CPUs per run")] = 1.0,
+                                                "start a local instance with --jobs tasks at once)")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(min=0, help="ray: GPUs per task (a cell, or a "
+                                                       "variant's pack); fractions share a GPU (0.25: four "
+                                                       "per GPU); default 1 if this machine has a GPU, else 0")] = None,
+    cpus_per_run: Annotated[float, typer.Option(min=0, help="ray: CPUs per task")] = 1.0,
 ) -> None:
     """Run every variant x seed x fold cell (finished cells are skipped), then write the report."""
     from pianolab.ab.runner import plan, run_experiment
