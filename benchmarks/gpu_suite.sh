@@ -3,40 +3,62 @@
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
+#         | compare:NAME ($RUNS vs $COMPARE_WITH)
 #         | abwall (benchmarks/ab_wall_time.py: local, local:8, packed) | cold (benchmarks/cold_start.py)
-# ab:NAME honours BACKEND (local | packed | ray) and JOBS.
+#         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
+# ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
+# it prints the wall time and each GPU's utilisation.
+# Packages: the wheels in .whl/, or one tarball of unpacked packages in .devsite/ (smaller: xz, Ray
+# without its Java jars), installed once per machine into /tmp/site.
 # Results land in $OUT (logs, reports). Each stage is time-guarded so the call ends inside its limit.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 PIANOLAB_CACHE=/tmp/cache PIANOLAB_RUNS=/tmp/runs \
+if [ ! -e /tmp/site/.done ]; then
+  mkdir -p /tmp/site
+  if ls .devsite/*.tar.xz >/dev/null 2>&1; then tar xJf .devsite/*.tar.xz -C /tmp/site || exit 1
+  else python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  fi
+  touch /tmp/site/.done
+fi
+RUNS=${RUNS:-/tmp/runs}
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 PIANOLAB_CACHE=/tmp/cache PIANOLAB_RUNS=$RUNS \
   PIANOLAB_SPLITS=/tmp/splits MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 guard() { local secs=$1; shift; timeout "$secs" "$@"; echo "[$* -> rc $?]"; }
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
-    featurise|features_fast)  # 16 shard processes from an empty cache; featurise = the issue-4 benchmark set
+    featurise|features_fast)  # one shard process per core from an empty cache; featurise = the issue-4 set
       kinds=log_mel,cqt,all_traditional,symbolic,symbolic_aligned
       [ "$stage" = features_fast ] && kinds=log_mel,symbolic,symbolic_aligned
+      shards=$(nproc)
       start=$(date +%s)
-      for i in $(seq 0 15); do
+      for i in $(seq 0 $((shards - 1))); do
         timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
-          --shard "$i/16" --kinds "$kinds" > "/tmp/feat-$i.log" 2>&1 &
+          --shard "$i/$shards" --kinds "$kinds" > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
       end=$(date +%s)
       tail -n 7 /tmp/feat-0.log | tee "$OUT/featurise.txt"
       grep -h "skipped [1-9]\|Error\|Fatal" /tmp/feat-*.log | head -20 | tee -a "$OUT/featurise.txt"
-      echo "16 shards, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
+      echo "$shards shards, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
         | tee -a "$OUT/featurise.txt" ;;
+    probe_cqt)
+      for kind in cqt all_traditional; do
+        guard 120 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/probe-cache --workers 0 \
+          --limit 2 --kinds $kind 2>&1 | tail -25 | tee -a "$OUT/probe_cqt.txt"
+      done ;;
     determinism)
       guard 200 python3 benchmarks/gpu_determinism.py 2>&1 | tail -3 | tee "$OUT/determinism.txt" ;;
     evaluate:*)  # evaluate a finished experiment: evaluate:NAME
       name=${stage#evaluate:}
       guard 400 python3 -m pianolab evaluate "experiments/$name.yaml" 2>&1 | tail -20 | tee "$OUT/evaluate-$name.txt"
-      (cd "/tmp/runs/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
+      (cd "$RUNS/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
+    compare:*)  # compare:NAME: the runs in $RUNS against those in $COMPARE_WITH (cells, predictions, verdicts)
+      name=${stage#compare:}
+      guard 120 python3 benchmarks/compare_runs.py "experiments/$name.yaml" "$RUNS" "$COMPARE_WITH" 2>&1 \
+        | tee "$OUT/compare-$name.txt" ;;
     throughput_compile)
       guard 240 python3 benchmarks/train_throughput.py --epochs 2 --compile --sizes ast_ultra_tiny,ast_small \
         --strides 16 2>&1 | tee "$OUT/throughput_compile.txt" ;;
@@ -49,8 +71,9 @@ for stage in "$@"; do
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
       name=${stage#ab:}
-      python3 -m pianolab ab run "experiments/$name.yaml" --backend "${BACKEND:-local}" --jobs "${JOBS:-4}" \
-        --tracker none 2>&1 | tee "$OUT/$name.txt"
-      (cd "/tmp/runs/$name/report" && tar czf "$OUT/$name-report.tgz" .) ;;
+      python3 benchmarks/gpu_util.py python3 -m pianolab ab run "experiments/$name.yaml" --backend "${BACKEND:-local}" \
+        --jobs "${JOBS:-4}" ${GPUS_PER_RUN:+--gpus-per-run $GPUS_PER_RUN} --tracker none 2>&1 \
+        | grep -v "features:" | tee "$OUT/$name.txt"
+      (cd "$RUNS/$name/report" && tar czf "$OUT/$name-report.tgz" .) ;;
   esac
 done

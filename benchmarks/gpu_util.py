@@ -41,3 +41,20 @@ class GpuSampler:
             out.append(f"GPU {gpu}: mean {sum(vals) / len(vals):.0f}%, p10 {vals[len(vals) // 10]:.0f}% "
                        f"({len(vals)} samples)")
         return "GPU utilisation: " + "; ".join(out)
+
+
+def main(argv: list[str]) -> int:
+    """`python benchmarks/gpu_util.py CMD ARGS...`: run CMD, then print its wall time and GPU utilisation."""
+    import time
+
+    t0 = time.perf_counter()
+    with GpuSampler() as gpu:
+        rc = subprocess.call(argv)
+    print(f"[{' '.join(argv[:6])} ...] rc {rc}, wall {time.perf_counter() - t0:.1f} s; {gpu.summary()}", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
