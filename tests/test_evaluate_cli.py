@@ -168,3 +168,21 @@ def test_experiment_evaluation_via_ab_report(tmp_path):
     nums = json.loads((out / "evaluation.json").read_text())
     cal = nums["advanced"]["alpha_small"]["confidence_calibration"]
     assert cal is not None and 0 <= cal["coverage"]["0.9"] <= 1  # spread over the 2 seeds
+
+
+def test_run_copied_without_its_model_says_so(runs, tmp_path):
+    """A folder holding predictions only (weights not copied) still gets metrics and learning curves;
+    the sections that need the model say the model is missing, not that they do not apply."""
+    import shutil
+
+    from pianolab.evaluate.suite import evaluate_target
+
+    copy = tmp_path / "mlp_copy"
+    shutil.copytree(runs["mlp"], copy, ignore=shutil.ignore_patterns("checkpoint.pt", "evaluation"))
+    paths = evaluate_target(copy, ["metrics", "learning_curves", "loss_landscape", "attention_rollout",
+                                   "feature_importance"], out=tmp_path / "eval", echo=lambda s: None)
+    nums = json.loads(paths["json"].read_text())
+    assert nums["metrics"]["run"]["pearson"]["value"] > 0 and "train_loss" in nums["learning_curves"]["run"]
+    md = paths["markdown"].read_text()
+    assert md.count("Not run: 1 run folder(s) of this variant hold no trained model") == 2  # landscape, importance
+    assert "Not applicable: needs a spectrogram transformer" in md  # an MLP has no rollout either way

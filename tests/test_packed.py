@@ -154,3 +154,15 @@ def test_compiled_hash_gives_the_eager_bits():
     base = noise._fmix32(torch.tensor(12345, dtype=torch.int64))
     for n in (1000, 4097):
         assert torch.equal(compiled(base, n, torch.device("cpu")), noise._uniform(base, n, torch.device("cpu")))
+
+
+def test_int32_safe_hash_constant_keeps_the_bits():
+    """The compiled hash multiplies by 0x9E3779B1 - 2**32 (an int32 literal for Triton): after the
+    32-bit mask it is the same hash as 0x9E3779B1, for small and beyond-int32 element indices."""
+    from pianolab.models import noise
+
+    idx = torch.cat([torch.arange(5000, dtype=torch.int64), torch.tensor([2**31 - 1, 2**31, 2**32 + 5, 2**40])])
+    base = noise._fmix32(torch.tensor(987654321, dtype=torch.int64))
+    want = noise._fmix32(idx * 0x9E3779B1 + base)
+    assert torch.equal(noise._fmix32(idx * noise._GOLDEN_SIGNED + base), want)
+    assert torch.equal(noise._uniform(base, 5000, torch.device("cpu")), (want[:5000] >> 8).float() / (1 << 24))

@@ -51,7 +51,14 @@ class Run:
 
     @property
     def neural(self) -> bool:
-        return (self.folder / "checkpoint.pt").is_file()
+        from pianolab.train.run import is_estimator
+
+        return not is_estimator(self.cfg.model.name)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the folder keeps its trained model (a copy may hold predictions only)."""
+        return (self.folder / ("checkpoint.pt" if self.neural else "model.joblib")).is_file()
 
     @property
     def has_spectrogram(self) -> bool:
@@ -118,9 +125,19 @@ class Context:
     def all_runs(self) -> list[Run]:
         return [r for runs in self.runs.values() for r in runs]
 
-    def selected(self, variant: str, keep: Callable[[Run], bool]) -> list[Run]:
-        """The first `max_runs` runs of a variant that pass `keep` (same cells for every variant)."""
-        return [r for r in self.runs[variant] if keep(r)][: self.max_runs]
+    def selected(self, variant: str, keep: Callable[[Run], bool], needs_model: bool = True) -> list[Run]:
+        """The first `max_runs` runs of a variant that pass `keep` (same cells for every variant) and,
+        with `needs_model`, keep their trained model."""
+        return [r for r in self.runs[variant] if keep(r) and (r.has_model or not needs_model)][: self.max_runs]
+
+    def skip_note(self, variant: str, keep: Callable[[Run], bool], not_applicable: str) -> str:
+        """Why a model-based section has no run of `variant`: the runs it applies to (`keep`) lack their
+        trained model, or `not_applicable` (the section does not apply to this kind of model)."""
+        runs = [r for r in self.runs[variant] if keep(r)]
+        if runs:
+            return (f"Not run: {len(runs)} run folder(s) of this variant hold no trained model (checkpoint.pt / "
+                    "model.joblib), only predictions; evaluate the original run folders.")
+        return not_applicable
 
     def oof(self, variant: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """{seed: (item idx, true, pred)} test predictions pooled over the folds of each seed."""

@@ -240,7 +240,7 @@ def gradient_section(ctx: Context) -> SectionResult:
                          "Flags: vanishing when a layer's median is below 1e-6, exploding when any value is "
                          "non-finite or above 1e3."])
     for v in ctx.variants:
-        runs = ctx.selected(v, lambda r: bool(track.read_metrics(r.folder)))
+        runs = ctx.selected(v, lambda r: bool(track.read_metrics(r.folder)), needs_model=False)
         if not runs:
             res.lines += ["", f"### {v}", "", "No gradient records (a non-iterative estimator)."]
             continue

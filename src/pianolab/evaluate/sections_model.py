@@ -33,7 +33,8 @@ def importance_section(ctx: Context) -> SectionResult:
     for v in ctx.variants:
         runs = ctx.selected(v, lambda r: r.has_vector)
         if not runs:
-            res.lines += ["", f"### {v}", "", "Not applicable: the model has no vector (feature) inputs."]
+            res.lines += ["", f"### {v}", "", ctx.skip_note(v, lambda r: r.has_vector, "Not applicable: the "
+                                                           "model has no vector (feature) inputs.")]
             continue
         tables = []
         for r in runs:
@@ -81,8 +82,8 @@ def landscape_section(ctx: Context) -> SectionResult:
         runs = ctx.selected(v, lambda r: r.neural)[:1]
         res.lines += ["", f"### {v}", ""]
         if not runs:
-            res.lines.append("Not applicable: no neural checkpoint (a scikit-learn estimator has no weights to "
-                             "perturb).")
+            res.lines.append(ctx.skip_note(v, lambda r: r.neural, "Not applicable: a scikit-learn estimator has "
+                                              "no weights to perturb."))
             continue
         lines, nums, paths = landscape(ctx.probe(runs[0]), ctx.path(slug(v)))
         res.lines += [f"Run {runs[0].folder.name}: " + lines[0], ""] + [image(ctx, p) for p in paths]
@@ -124,10 +125,14 @@ def rollout_section(ctx: Context) -> SectionResult:
     for v in ctx.variants:
         runs = ctx.selected(v, lambda r: r.has_spectrogram)[:1]
         res.lines += ["", f"### {v}", ""]
-        probe = ctx.probe(runs[0]) if runs else None
-        if probe is None or not supports_rollout(probe.model):
-            res.lines.append("Not applicable: needs a spectrogram transformer with a patch grid (AST or hybrid; "
-                             "not vector models, estimators or the multi-scale encoder).")
+        not_applicable = ("Not applicable: needs a spectrogram transformer with a patch grid (AST or hybrid; not "
+                          "vector models, estimators or the multi-scale encoder).")
+        if not runs:
+            res.lines.append(ctx.skip_note(v, lambda r: r.has_spectrogram, not_applicable))
+            continue
+        probe = ctx.probe(runs[0])
+        if not supports_rollout(probe.model):
+            res.lines.append(not_applicable)
             continue
         lines, nums, paths = rollout(probe, ctx.path(slug(v)))
         res.lines += lines + [""] + [image(ctx, p) for p in paths]

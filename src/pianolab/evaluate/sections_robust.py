@@ -119,7 +119,7 @@ def _run_section(ctx: Context, name: str, keep: Callable[[Run], bool], report: C
         runs = ctx.selected(v, keep)
         res.lines += ["", f"### {v} ({len(runs)} run(s))", ""]
         if not runs:
-            res.lines.append(skip)
+            res.lines.append(ctx.skip_note(v, keep, skip))
             continue
         reports = [report(r) for r in runs]
         cells[v] = {r.cell: float(rep[(rep["metric"] == "pearson") & (rep["dim"] == "overall")]["drop"].mean())
