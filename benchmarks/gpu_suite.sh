@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH)
-#         | abwall (benchmarks/ab_wall_time.py: local, local:8, packed) | cold (benchmarks/cold_start.py)
+#         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
+#         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
 # it prints the wall time and each GPU's utilisation.
@@ -66,7 +67,8 @@ for stage in "$@"; do
       guard 560 python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
     cold)
-      guard 560 python3 benchmarks/cold_start.py 2>&1 | grep -v Warn | tee "$OUT/cold_start.txt" ;;
+      guard 560 python3 benchmarks/cold_start.py --backend "${BACKEND:-packed}" --jobs "${JOBS:-1}" 2>&1 \
+        | grep -v Warn | tee "$OUT/cold_start.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
     ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
