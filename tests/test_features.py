@@ -121,3 +121,24 @@ def test_symbolic_relative_is_zero_for_the_score_itself(dataset):
     n_notes = list(SYMBOLIC_NAMES).index("n_notes")
     n_score = len(read_notes(score_midi_path(dataset.root, GROUP)).notes)
     assert rel[human][n_notes] == len(read_notes(items[human].midi_path).notes) - n_score
+
+
+def test_harmonic_ratio_equals_librosa_hpss():
+    """The fast HPSS share (partial-sort median filters, power masks only) gives librosa's value,
+    including a clip shorter than the 31-frame filter, and scipy's median filter exactly."""
+    librosa = pytest.importorskip("librosa")
+    import scipy.ndimage
+
+    from pianolab.features.classic import harmonic_ratio, median_filter
+
+    rng = np.random.default_rng(0)
+    for n in (2048, 16000 * 3):
+        y = (rng.standard_normal(n) * np.linspace(0, 1, n)).astype(np.float32)
+        s = librosa.stft(y, n_fft=2048, hop_length=512)
+        h, _ = librosa.decompose.hpss(s)
+        want = float((np.abs(h) ** 2).sum() / (np.abs(s) ** 2).sum())
+        assert harmonic_ratio(np.abs(s)) == pytest.approx(want, abs=1e-6)
+        mag = np.abs(s)
+        for axis, size in ((1, (1, 31)), (0, (31, 1))):
+            assert np.array_equal(median_filter(mag, 31, axis), scipy.ndimage.median_filter(mag, size, mode="reflect"))
+    assert harmonic_ratio(np.zeros((1025, 40), np.float32)) == 0.0

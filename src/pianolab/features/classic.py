@@ -65,16 +65,39 @@ def temporal(y: np.ndarray, sr: int) -> dict[str, float]:
             "beat_ioi_cv": cv, **_stats("onset_strength", env), **_stats("rms", rms)}
 
 
+def median_filter(x: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Median over an odd `width` along `axis`, edges mirrored as scipy.ndimage's "reflect" (numpy's
+    "symmetric"): the values of `scipy.ndimage.median_filter`, by a partial sort of sliding windows
+    (about 2x faster)."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (width // 2, width // 2)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="symmetric"), width, axis=axis)
+    return np.partition(windows, width // 2, axis=-1)[..., width // 2]
+
+
+def harmonic_ratio(mag: np.ndarray, kernel: int = 31) -> float:
+    """Share of the power in the harmonic part of librosa's HPSS (median filters of `kernel` bins /
+    frames, soft Wiener masks of power 2, margin 1) of the magnitude spectrogram `mag` (freq, time),
+    without building the complex harmonic and percussive spectrograms."""
+    harm, perc = median_filter(mag, kernel, axis=1), median_filter(mag, kernel, axis=0)
+    z = np.maximum(harm, perc)
+    silent = z < np.finfo(mag.dtype).tiny
+    z[silent] = 1.0
+    h2, p2 = (harm / z) ** 2, (perc / z) ** 2
+    mask = np.where(silent, 0.5, h2 / np.where(silent, 1.0, h2 + p2))
+    power = mag.astype(np.float64) ** 2
+    total = power.sum()
+    return float((power * mask**2).sum() / total) if total > 0 else 0.0
+
+
 def harmonic(y: np.ndarray, sr: int) -> dict[str, float]:
     import librosa
 
-    s = librosa.stft(y, n_fft=N_FFT, hop_length=HOP)
-    h, _ = librosa.decompose.hpss(s)
-    chroma = librosa.feature.chroma_stft(S=np.abs(s) ** 2, sr=sr)
-    total = float((np.abs(s) ** 2).sum())
+    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
+    chroma = librosa.feature.chroma_stft(S=mag**2, sr=sr)
     f = {f"chroma{i}_{s_}": float(fn(chroma[i])) for i in range(12) for s_, fn in (("mean", np.mean),
                                                                                     ("std", np.std))}
-    f["harmonic_ratio"] = float((np.abs(h) ** 2).sum() / total) if total > 0 else 0.0
+    f["harmonic_ratio"] = harmonic_ratio(mag)
     mean = chroma.mean(axis=1)
     rs = sorted((np.corrcoef(mean, np.roll(p, k))[0, 1] if mean.std() > 0 else 0.0)
                 for p in (_MAJOR, _MINOR) for k in range(12))
