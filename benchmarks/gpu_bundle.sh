@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build .devsite/site.tar.xz: the packages the GPU machine's image lacks, unpacked from CPython 3.12
+# x86-64 wheels (versions from constraints.txt) into one xz tarball that fits the 64 MiB a device call
+# may carry beside the checkout. Stripped: Ray's Java jars, RLlib, Serve, LLM and dashboard front end,
+# and parangonar's neural checkpoints (AutomaticNoteMatcher does not use them).
+# benchmarks/gpu_suite.sh unpacks it once per machine into /tmp/site. Needs pip and internet here.
+#   bash benchmarks/gpu_bundle.sh        (then carry .devsite; move data/percepiano/score_xml aside, 22 MB)
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+grep -qx '/.devsite/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.devsite/' >> .git/info/exclude; }
+NAMES="midirenderer soxr librosa audioread pooch platformdirs decorator soundfile cffi pycparser partitura
+parangonar pretty_midi mido importlib_resources lark-parser xmlschema elementpath optuna sqlalchemy alembic
+mako colorlog ray jsonschema referencing rpds-py jsonschema-specifications"
+pins=$(for n in $NAMES; do grep -i -m1 "^${n//[-_]/[-_]}==" constraints.txt || { echo "no pin for $n" >&2; exit 1; }; done)
+wheels=$(mktemp -d); site=$(mktemp -d)
+plats=""; for n in 17 24 27 28 31 34 35 39; do plats="$plats --platform manylinux_2_${n}_x86_64"; done
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plats \
+  --platform manylinux2014_x86_64 --platform any -d "$wheels" $pins
+for w in "$wheels"/*.whl; do python3 -m zipfile -e "$w" "$site"; done
+rm -rf "$site"/ray/jars "$site"/ray/rllib "$site"/ray/serve "$site"/ray/llm "$site"/ray/dashboard/client/build \
+  "$site"/parangonar/assets
+mkdir -p .devsite
+tar cJf .devsite/site.tar.xz -C "$site" .
+rm -rf "$wheels" "$site"
+ls -la .devsite/site.tar.xz
