@@ -3,9 +3,9 @@
 
 Each task calls the same code as the local backends (`run_cell`, or the `packed` backend: per-cell
 lock, skip finished, resume interrupted), so run folders, statistics and reports do not depend on
-the backend. Tasks write to
-one runs root given as an absolute path, and read the data, feature cache and splits at the absolute
-paths this process uses: every node must see those paths (a shared file system with file locks).
+the backend. Tasks write to one runs root given as an absolute path, and read the data, feature
+cache and splits at the absolute paths this process uses: every node must see those paths (a shared
+file system with file locks).
 A task asks Ray for `gpus_per_run` GPUs (a fraction such as 0.25 lets four small runs share a GPU)
 and `cpus_per_run` CPUs. A local instance started here gets `jobs x cpus_per_run` CPUs (so at most
 `jobs` tasks run at once), is reused by the later batches of the process and is stopped by Ray when
