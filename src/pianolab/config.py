@@ -3,7 +3,8 @@
 A bad key or type is a one-line PianolabError naming the source, the key and the valid keys.
 Defaults live here only. A run's identity is `config_hash(cfg)`: the canonical JSON of the
 resolved config without the keys in `NOT_IDENTITY` (device, tracking, data and study location) and
-without the `tuning` section when tuning is off (so untuned runs keep the hashes they always had).
+without the `tuning` section when tuning is off and without `features.peer_centred` when it is off (so
+runs keep the hashes they had before those options existed).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class FeatureConfig:
     length_policy: str = "crop"
     top_k: int | None = None  # keep the k vector features with the highest RF importance (train fold)
     augment_factor: int = 1  # N: training set = originals + N-1 MIDI-augmented renderings (plan A2)
+    # append every vector feature minus its mean over the performances of the same excerpt in the same
+    # role (train / val / test; in `predict`: the files of one call). Transductive: uses the features,
+    # never the labels, of the other performances of the music, as raters compared them.
+    peer_centred: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,8 @@ def identity_dict(cfg: RunConfig) -> dict:
     d = to_dict(cfg)
     if not cfg.tuning.trials:
         d.pop("tuning")  # tuning off: its settings cannot change the run
+    if not cfg.features.peer_centred:
+        d["features"].pop("peer_centred")  # off: runs keep the hashes they had before the option
     for path in NOT_IDENTITY:
         node = d
         for p in path[:-1]:

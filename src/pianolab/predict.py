@@ -16,7 +16,7 @@ import yaml
 from pianolab.config import config_from_dict
 from pianolab.data.percepiano import DIMENSIONS
 from pianolab.errors import PianolabError, fail
-from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, load_wav_inputs
+from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, load_wav_inputs, with_peer_columns
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
@@ -51,7 +51,9 @@ MIDI = {".mid", ".midi"}
 
 def predict_files(paths: list[Path], model: Path | None = None, device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """Predictions (stem + 19 named columns, 0..1) for the files that worked, and one error line
-    for each file that did not. MIDI always works; WAV only for spectrogram-only models."""
+    for each file that did not. MIDI always works; WAV only for spectrogram-only models. A model
+    trained with `features.peer_centred` takes the MIDI files of one call as performances of one
+    excerpt."""
     folder, cfg = _load_run(model or DEFAULT_MODEL)
     audio_ok = bool(cfg.features.spectrogram) and not cfg.features.vector
     errors, midi, wavs = [], [], []
@@ -74,7 +76,10 @@ def predict_files(paths: list[Path], model: Path | None = None, device: str = "c
                    for p, ok in zip(files, inputs.ok, strict=True) if not ok]
         keep = np.flatnonzero(inputs.ok)
         if len(keep):
-            frames.append(_predict(folder, inputs.subset(keep), device))
+            kept = inputs.subset(keep)
+            if cfg.features.peer_centred:  # the files of one call: performances of one excerpt
+                kept = with_peer_columns(kept, np.zeros(len(keep)))
+            frames.append(_predict(folder, kept, device))
             names += [files[i].stem.strip() for i in keep]
     if not frames:
         return pd.DataFrame(columns=["stem", *DIMENSIONS]), errors

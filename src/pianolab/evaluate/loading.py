@@ -54,10 +54,12 @@ class VectorProbe:
 
 def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
     """Test-fold vector inputs of a sklearn or neural (vector / hybrid) run, through the feature store."""
-    from pianolab.train.inputs import load_inputs
+    from pianolab.train.inputs import load_inputs, with_peer_columns
 
     idx, y, _ = run.predictions(dataset)
     inputs = load_inputs(run.cfg.features, [dataset.items[i].midi_path for i in idx])
+    if run.cfg.features.peer_centred:  # the test fold is one role, as in training
+        inputs = with_peer_columns(inputs, dataset.column("group")[idx])
     keep = np.flatnonzero(inputs.ok)
     norm = _norm(run)
     X = scale_vector(inputs.vector[keep], norm)

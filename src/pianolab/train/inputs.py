@@ -8,6 +8,7 @@ vector kind concatenated. NaN/inf in vectors become NaN here and are imputed by 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,20 @@ class Inputs:
     def subset(self, idx: np.ndarray) -> Inputs:
         return Inputs(None if self.spec is None else self.spec[idx],
                       None if self.vector is None else self.vector[idx], self.vector_names, self.ok[idx])
+
+
+def with_peer_columns(inputs: Inputs, groups: np.ndarray) -> Inputs:
+    """`inputs` with every vector feature again minus its mean over the rows of the same group
+    (`peer:` names): how a performance departs from the other performances of its excerpt."""
+    x = inputs.vector.astype(np.float64)
+    centred = np.empty_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature missing in a whole group stays NaN
+        for g in np.unique(groups):
+            rows = groups == g
+            centred[rows] = x[rows] - np.nanmean(x[rows], axis=0)
+    return Inputs(inputs.spec, np.hstack([x, centred]).astype(np.float32),
+                  [*inputs.vector_names, *(f"peer:{n}" for n in inputs.vector_names)], inputs.ok)
 
 
 def feature_spec(cfg: FeatureConfig, kind: str, copy: int = 0, augment: str | None = None):

@@ -23,7 +23,7 @@ from pianolab.config import RunConfig, to_dict
 from pianolab.data.percepiano import Dataset, load_dataset
 from pianolab.data.splits import get_split
 from pianolab.errors import PianolabError
-from pianolab.train.inputs import Inputs, VectorScaler, load_inputs
+from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, with_peer_columns
 
 SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
 
@@ -161,6 +161,8 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     """A cell on `roles`: inputs per role (training items with their augmented copies), scaling and
     target standardisation fitted on the training part."""
     part = {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
+    if cfg.features.peer_centred:
+        part = _with_peers(cfg, loaded.dataset, roles, part)
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
     targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
@@ -193,6 +195,16 @@ def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
     track.finish_run(cell.folder, summary)
     (cell.folder / "state.pt").unlink(missing_ok=True)
     return summary
+
+
+def _with_peers(cfg: RunConfig, dataset: Dataset, roles: Roles, part: dict[str, Inputs]) -> dict[str, Inputs]:
+    """Each role's vectors plus their deviations from the same excerpt's mean within that role."""
+    if not cfg.features.vector:
+        raise PianolabError("features.peer_centred needs vector features (features.vector)")
+    if _copies(cfg) > 1:
+        raise PianolabError("features.peer_centred does not combine with features.augment_factor > 1")
+    groups = dataset.column("group")
+    return {r: with_peer_columns(inp, groups[getattr(roles, r)]) for r, inp in part.items()}
 
 
 def _copies(cfg: RunConfig) -> int:
