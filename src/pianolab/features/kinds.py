@@ -51,13 +51,18 @@ def _score_path(path: Path) -> Path:
     return score_midi_path(Path(path).resolve().parent.parent, parse_stem(Path(path).stem).group)
 
 
-def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
-    from pianolab.features.aligned import score_aligned_features
+def _score_shift(path: Path, spec) -> int:
+    """Semitones the score must move to match this copy of the performance (its augmentation's pitch shift)."""
     from pianolab.render.augment import draw_params
 
-    shift = draw_params(spec.augment, Path(path).stem, spec.copy).shift
+    return draw_params(spec.augment, Path(path).stem, spec.copy).shift
+
+
+def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
+    from pianolab.features.aligned import score_aligned_features
+
     return np.concatenate([_symbolic(data, path, spec),
-                           score_aligned_features(path, _score_path(path), data, score_shift=shift)])
+                           score_aligned_features(path, _score_path(path), data, score_shift=_score_shift(path, spec))])
 
 
 def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:
@@ -66,9 +71,8 @@ def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:
     music itself fixes (note rate, range, polyphony of the score) taken out."""
     from pianolab.features.aligned import transposed_score
     from pianolab.features.symbolic import performance_features
-    from pianolab.render.augment import draw_params
 
-    score = transposed_score(_score_path(path), draw_params(spec.augment, Path(path).stem, spec.copy).shift)
+    score = transposed_score(_score_path(path), _score_shift(path, spec))
     return _symbolic(data, path, spec) - performance_features(score)
 
 
