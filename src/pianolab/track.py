@@ -158,7 +158,7 @@ def mlflow_sink(folder: Path, experiment: str, tags: dict, uri: str | None) -> N
     with mlflow.start_run(run_name=folder.parent.parent.name + "/" + folder.name):
         mlflow.set_tags({**{k: str(v) for k, v in tags.items()}, "git_commit": str(meta.get("git_commit")),
                          "data_version": meta.get("data_version"), "run_folder": str(folder)})
-        mlflow.log_params({k: str(v)[:250] for k, v in _flatten(cfg).items()})
+        mlflow.log_params({k: str(v)[:250] for k, v in flatten(cfg).items()})
         for rec in read_metrics(folder):
             step = int(rec.get("epoch", 0))
             mlflow.log_metrics({k: float(v) for k, v in rec.items()
@@ -198,11 +198,12 @@ def mirror(folder: Path, tracker: str, experiment: str, tags: dict, uri: str | N
         return False
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> {dotted key of each leaf: value} (an empty dict is a leaf)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -213,10 +213,10 @@ def _tuning(data: dict, baseline: dict, budget: dict, source: str) -> dict | Non
 def _check_tuned_variant(exp: Experiment, variant: str, cfg: RunConfig) -> None:
     """The variant's search is valid and moves neither a key the variant sets nor a per-cell key."""
     from pianolab.ab.tuning import check, overlaps
-    from pianolab.track import _flatten
+    from pianolab.track import flatten
 
     check(cfg, f"{exp.source} (variant {variant})")
-    sets = _flatten(exp._variant(variant).overrides) if variant != BASELINE else {}  # leaf dotted keys
+    sets = flatten(exp._variant(variant).overrides) if variant != BASELINE else {}  # leaf dotted keys
     for key in cfg.tuning.space:
         for other in [*sets, *_CELL_KEYS]:
             if overlaps(key, other):
