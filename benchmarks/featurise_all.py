@@ -27,15 +27,19 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--shard", default="0/1", help="I/N: this process takes every N-th clip from I (run N "
                     "processes at once; the store is safe for concurrent writers)")
+    ap.add_argument("--warm-up", action="store_true", help="only compile the kinds' numba kernels into "
+                    "numba's cache, then exit (run once before starting shard processes at once)")
     args = ap.parse_args()
 
     from pianolab.data.percepiano import load_dataset
-    from pianolab.features.build import build
+    from pianolab.features.build import build, warm_up
     from pianolab.features.store import FeatureSpec, Store
 
     index, count = map(int, args.shard.split("/"))
     paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
+    if args.warm_up:
+        return warm_up(specs)
     start = time.monotonic()
     tables = build(paths, specs, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
     wall = time.monotonic() - start

@@ -16,7 +16,16 @@ wheels=$(mktemp -d); site=$(mktemp -d)
 plats=""; for n in 17 24 27 28 31 34 35 39; do plats="$plats --platform manylinux_2_${n}_x86_64"; done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $plats \
   --platform manylinux2014_x86_64 --platform any -d "$wheels" $pins
-for w in "$wheels"/*.whl; do python3 -m zipfile -e "$w" "$site"; done
+# unzip keeping each file's mode (zipfile -e drops it: Ray's gcs_server and raylet must stay executable)
+python3 - "$site" "$wheels"/*.whl <<'PY'
+import os, sys, zipfile
+for wheel in sys.argv[2:]:
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            path = z.extract(info, sys.argv[1])
+            if info.external_attr >> 16:
+                os.chmod(path, (info.external_attr >> 16) & 0o777)
+PY
 rm -rf "$site"/ray/jars "$site"/ray/rllib "$site"/ray/serve "$site"/ray/llm "$site"/ray/dashboard/client/build \
   "$site"/parangonar/assets
 mkdir -p .devsite

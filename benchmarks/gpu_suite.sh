@@ -35,6 +35,8 @@ for stage in "$@"; do
       [ "$stage" = features_fast ] && kinds=log_mel,symbolic,symbolic_aligned
       shards=$(nproc)
       start=$(date +%s)
+      # numba's kernels compiled once, before the shards start: shards compiling them at once crash
+      python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up 2>&1 | tail -3
       for i in $(seq 0 $((shards - 1))); do
         timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
           --shard "$i/$shards" --kinds "$kinds" > "/tmp/feat-$i.log" 2>&1 &

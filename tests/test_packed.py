@@ -163,6 +163,27 @@ def test_int32_safe_hash_constant_keeps_the_bits():
 
     idx = torch.cat([torch.arange(5000, dtype=torch.int64), torch.tensor([2**31 - 1, 2**31, 2**32 + 5, 2**40])])
     base = noise._fmix32(torch.tensor(987654321, dtype=torch.int64))
-    want = noise._fmix32(idx * 0x9E3779B1 + base)
-    assert torch.equal(noise._fmix32(idx * noise._GOLDEN_SIGNED + base), want)
+    want = noise._fmix32((idx ^ base) * 0x9E3779B1 + base)
+    assert torch.equal(noise._fmix32((idx ^ base) * noise._GOLDEN_SIGNED + base), want)
     assert torch.equal(noise._uniform(base, 5000, torch.device("cpu")), (want[:5000] >> 8).float() / (1 << 24))
+
+
+def test_compiled_dropout_keeps_the_hash_out_of_index_arithmetic():
+    """Inductor must not fold the hash's multiply into the index (on CUDA an int32 expression, where the
+    constant times a stride overflows): the generated code multiplies a value, never an index variable."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    from pianolab.models import noise
+
+    drop = noise.KeyedDropout(0.1).train()
+
+    def step(x, count):
+        with noise.noise_key(3, count):
+            return drop(x * 2 + 1)
+
+    _, codes = run_and_get_code(torch.compile(step, dynamic=True), torch.randn(4, 7, 16), torch.tensor(5))
+    code = "\n".join(codes)
+    assert "1640531535" in code  # the hash is in the kernel...
+    assert not re.search(r"1640531535L?\)?\s*\*\s*[xr]\d", code)  # ...multiplying no index variable

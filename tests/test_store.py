@@ -94,3 +94,19 @@ def test_damaged_entry_is_recomputed(tmp_path, short_path):
     entry.write_bytes(b"garbage")
     again = load_features([short_path], spec, cache_dir=tmp_path)
     assert again.computed == 1 and again.arrays[0] is not None
+
+
+def test_parallel_build_warms_jit_kernels_first_and_equals_inline(tmp_path, dataset, monkeypatch):
+    """Worker processes must find librosa's numba kernels compiled (compiling them at once crashes)."""
+    import pianolab.features.build as build_mod
+
+    paths = [it.midi_path for it in sorted(dataset.items, key=lambda it: it.midi_path.stat().st_size)[:2]]
+    specs = [FeatureSpec("all_traditional"), FeatureSpec("symbolic")]
+    warmed, real = [], build_mod.warm_up
+    monkeypatch.setattr(build_mod, "warm_up", lambda todo: warmed.append({s.kind for s in todo}) or real(todo))
+    parallel = build_mod.build(paths, specs, tmp_path / "pool", "cpu", "raise", workers=2)
+    inline = build_mod.build(paths, specs, tmp_path / "inline", "cpu", "raise", workers=0)
+    assert warmed == [{"all_traditional", "symbolic"}]
+    for a, b in zip(parallel, inline, strict=True):
+        assert a.computed == b.computed == 2
+        np.testing.assert_allclose(np.stack(a.arrays), np.stack(b.arrays), rtol=1e-5, atol=1e-6)

@@ -90,6 +90,16 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def warm_up(specs: list[FeatureSpec]) -> None:
+    """Run each kind's `warm_up` once here, before parallel workers start (see FeatureKind)."""
+    done = set()
+    for spec in specs:
+        kind = get_kind(spec.kind)
+        if kind.warm_up is not None and (spec.kind, spec.sample_rate) not in done:
+            kind.warm_up(spec)
+            done.add((spec.kind, spec.sample_rate))
+
+
 def _resolve_device(device: str | None) -> str:
     import torch
 
@@ -154,6 +164,7 @@ def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, devi
 
     bar = _bar(len(pending), progress, store)
     if workers > 1 and len(pending) > 1:
+        warm_up([s for todo in pending.values() for _, s in todo])
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as ex:
             futures = {ex.submit(_work, paths[i], todo, here): i for i, todo in pending.items()}
             try:

@@ -23,7 +23,10 @@ SPEC_FIELDS = (*AUDIO_FIELDS, "frame_rate", "seconds", "length_policy", "max_sec
 @dataclass(frozen=True)
 class FeatureKind:
     """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec));
-    `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms."""
+    `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms;
+    `warm_up(spec)`: compile what the kind JIT-compiles (librosa's numba kernels) in this process, so that
+    parallel workers load it from numba's cache instead of compiling it at the same time: concurrent
+    writers of that cache leave files that crash their readers (numba issue 10128)."""
 
     name: str
     input: str
@@ -32,6 +35,7 @@ class FeatureKind:
     names: tuple[str, ...] | None = None
     compute: Callable | None = None
     spectrogram: bool = False
+    warm_up: Callable | None = None
 
 
 FEATURE_KINDS: Registry[FeatureKind] = Registry("feature kind")
@@ -85,6 +89,16 @@ def _classic(name: str) -> Callable:
     return compute
 
 
+def _warm_classic(name: str) -> Callable:
+    def warm_up(spec) -> None:
+        from pianolab.features.classic import classic_features
+
+        noise = np.random.default_rng(0).standard_normal(2 * spec.sample_rate).astype(np.float32)
+        classic_features(0.1 * noise, spec.sample_rate, name)
+
+    return warm_up
+
+
 def register_all() -> None:
     """Fill FEATURE_KINDS (idempotent); called lazily by the store so imports stay side-effect free."""
     if "symbolic" in FEATURE_KINDS:
@@ -100,7 +114,8 @@ def register_all() -> None:
     FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
                                                        SYMBOLIC_NAMES, _symbolic_relative))
     for name in CLASSIC_SETS:
-        kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name))
+        kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name),
+                           warm_up=_warm_classic(name))
         FEATURE_KINDS.add(name, kind)
     for name in SPECTROGRAMS:
         FEATURE_KINDS.add(name, FeatureKind(name, "audio", SPEC_FIELDS, 1, spectrogram=True))

@@ -60,14 +60,16 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     return (uniform or _uniform)(base, n, device).view(shape)
 
 
-# 0x9E3779B1 - 2**32: the same low 32 bits after masking, and an int32 literal, which Triton needs when
-# Inductor indexes the compiled kernel in int32 ("Scalar 2654435761 is out of range for type int32").
+# 0x9E3779B1 - 2**32: the same low 32 bits after masking, and an int32 literal.
 _GOLDEN_SIGNED = 0x9E3779B1 - (1 << 32)
 
 
 def _uniform(base, n: int, device: torch.device) -> torch.Tensor:
+    """The element index is xor-ed with the key before any multiply: Inductor folds a multiply of a bare
+    index into its (int32 on CUDA) index arithmetic, where the constant times the tensor's strides
+    overflows ("Scalar -419976072960 is out of range for type int32"); after the xor it is a value."""
     idx = torch.arange(n, device=device, dtype=torch.int64)
-    return (_fmix32(idx * _GOLDEN_SIGNED + base) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    return (_fmix32((idx ^ base) * _GOLDEN_SIGNED + base) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
 @functools.cache
