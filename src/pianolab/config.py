@@ -2,9 +2,9 @@
 
 A bad key or type is a one-line PianolabError naming the source, the key and the valid keys.
 Defaults live here only. A run's identity is `config_hash(cfg)`: the canonical JSON of the
-resolved config without the keys in `NOT_IDENTITY` (device, tracking, data and study location) and
-without the `tuning` section when tuning is off and without `features.peer_centred` when it is off (so
-runs keep the hashes they had before those options existed).
+resolved config without the keys in `NOT_IDENTITY` (device, tracking, data and study location),
+without the `tuning` section when tuning is off, and without `features.peer_centred` and
+`features.stack` when they are off (so runs keep the hashes they had before those options existed).
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class FeatureConfig:
     # role (train / val / test; in `predict`: the files of one call). Transductive: uses the features,
     # never the labels, of the other performances of the music, as raters compared them.
     peer_centred: bool = False
+    # a classic estimator (e.g. ensemble_gb_et) whose 19 predictions join the vector: out-of-fold on the
+    # training part, grouped by excerpt (pianolab.features.stack)
+    stack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ def identity_dict(cfg: RunConfig) -> dict:
         d.pop("tuning")  # tuning off: its settings cannot change the run
     if not cfg.features.peer_centred:
         d["features"].pop("peer_centred")  # off: runs keep the hashes they had before the option
+    if not cfg.features.stack:
+        d["features"].pop("stack")
     for path in NOT_IDENTITY:
         node = d
         for p in path[:-1]:

@@ -94,7 +94,7 @@ def _predict(folder: Path, inputs: Inputs, device: str) -> np.ndarray:
 
     if (folder / "checkpoint.pt").is_file():
         ckpt = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
-        pred, norm = _predict_neural(ckpt, inputs, device), ckpt["norm"]
+        pred, norm = _predict_neural(ckpt, inputs, device, folder), ckpt["norm"]
     elif (folder / "model.joblib").is_file():
         import joblib
 
@@ -112,18 +112,20 @@ def _needs(cfg) -> str:
 
 
 def _vector(inputs: Inputs, norm: dict, folder: Path) -> np.ndarray:
-    names = norm["vector_names"]
+    from pianolab.features.stack import with_saved_stack
+
     cols = np.asarray(norm["columns"], dtype=int)
+    names = norm["vector_names"][: len(cols)]  # then the stacked predictions' names, if any
     scaler = VectorScaler.from_state(norm["scaler"])
     if inputs.vector.shape[1] != len(scaler.mean):
         raise fail(folder, f"model was trained on {len(scaler.mean)} vector features but the feature store "
                            f"now produces {inputs.vector.shape[1]}; retrain the model")
     if [inputs.vector_names[c] for c in cols] != names:
         raise fail(folder, "feature names differ from the model's; retrain the model")
-    return scaler.transform(inputs.vector)[:, cols]
+    return with_saved_stack(scaler.transform(inputs.vector)[:, cols], folder)
 
 
-def _predict_neural(ckpt: dict, inputs: Inputs, device: str) -> np.ndarray:
+def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np.ndarray:
     import torch
 
     from pianolab.models import create_model
@@ -139,6 +141,6 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str) -> np.ndarray:
                                 f"{ckpt['model_kwargs'].get('n_freq')} bins, got {inputs.spec.shape[1:3]}")
         batch["spec"] = torch.from_numpy((inputs.spec - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
     if inputs.vector is not None:
-        batch["vector"] = torch.from_numpy(_vector(inputs, norm, Path("checkpoint"))).to(device)
+        batch["vector"] = torch.from_numpy(_vector(inputs, norm, folder)).to(device)
     with torch.no_grad():
         return model(batch).float().cpu().numpy()

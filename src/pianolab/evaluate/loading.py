@@ -32,12 +32,14 @@ def _norm(run: Run) -> dict:
     return joblib.load(run.folder / "model.joblib")["norm"]  # our own run folder: trusted pickle
 
 
-def scale_vector(raw: np.ndarray, norm: dict) -> np.ndarray:
-    """Raw store features (n, D) -> the model's scaled, selected columns (n, d)."""
+def scale_vector(raw: np.ndarray, norm: dict, run: Run) -> np.ndarray:
+    """Raw store features (n, D) -> the model's scaled, selected columns (n, d), with the run's stacked
+    predictions appended when it has them."""
+    from pianolab.features.stack import with_saved_stack
     from pianolab.train.inputs import VectorScaler
 
     cols = np.asarray(norm["columns"], dtype=int)
-    return VectorScaler.from_state(norm["scaler"]).transform(raw)[:, cols]
+    return with_saved_stack(VectorScaler.from_state(norm["scaler"]).transform(raw)[:, cols], run.folder)
 
 
 @dataclass
@@ -62,7 +64,7 @@ def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
         inputs = with_peer_columns(inputs, dataset.column("group")[idx])
     keep = np.flatnonzero(inputs.ok)
     norm = _norm(run)
-    X = scale_vector(inputs.vector[keep], norm)
+    X = scale_vector(inputs.vector[keep], norm, run)
     y_mean, y_std = np.asarray(norm["y_mean"]), np.asarray(norm["y_std"])
     if run.neural:
         import torch
@@ -134,6 +136,6 @@ def build_probe(run: Run, dataset: Dataset, n_items: int) -> Probe:
         batch["spec"] = featurise(waves)
     if run.cfg.features.vector:
         inputs = load_inputs(run.cfg.features, paths)
-        batch["vector"] = torch.from_numpy(scale_vector(inputs.vector, norm))
+        batch["vector"] = torch.from_numpy(scale_vector(inputs.vector, norm, run))
     return Probe(model, batch, y, [dataset.items[i].stem for i in idx], np.asarray(norm["y_mean"]),
                  np.asarray(norm["y_std"]), waves, featurise)

@@ -23,6 +23,7 @@ from pianolab.config import RunConfig, to_dict
 from pianolab.data.percepiano import Dataset, load_dataset
 from pianolab.data.splits import get_split
 from pianolab.errors import PianolabError
+from pianolab.features.stack import save_stack
 from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, with_peer_columns
 
 SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
@@ -143,6 +144,7 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     fold only), then split and normalise the inputs."""
     from pianolab.train.trainer import seed_everything
 
+    _check_features(cfg)
     seed_everything(cfg.train.seed)
     dataset = load_dataset(cfg.data.root)
     roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
@@ -157,6 +159,15 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     return make_cell(cfg, loaded, roles, folder, device)
 
 
+def _check_features(cfg: RunConfig) -> None:
+    """Feature options that cannot work together, refused before any feature is loaded."""
+    for option in ("peer_centred", "stack"):
+        if getattr(cfg.features, option) and not cfg.features.vector:
+            raise PianolabError(f"features.{option} needs vector features (features.vector)")
+    if cfg.features.peer_centred and _copies(cfg) > 1:
+        raise PianolabError("features.peer_centred does not combine with features.augment_factor > 1")
+
+
 def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None, device: torch.device) -> Cell:
     """A cell on `roles`: inputs per role (training items with their augmented copies), scaling and
     target standardisation fitted on the training part."""
@@ -166,7 +177,8 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
     targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
-    prepared, norm = _prepare(cfg, part, targets["train"])
+    groups = np.concatenate([loaded.dataset.column("group")[roles.train]] * _copies(cfg))
+    prepared, norm = _prepare(cfg, part, targets["train"], groups)
     return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm)
 
 
@@ -199,10 +211,6 @@ def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
 
 def _with_peers(cfg: RunConfig, dataset: Dataset, roles: Roles, part: dict[str, Inputs]) -> dict[str, Inputs]:
     """Each role's vectors plus their deviations from the same excerpt's mean within that role."""
-    if not cfg.features.vector:
-        raise PianolabError("features.peer_centred needs vector features (features.vector)")
-    if _copies(cfg) > 1:
-        raise PianolabError("features.peer_centred does not combine with features.augment_factor > 1")
     groups = dataset.column("group")
     return {r: with_peer_columns(inp, groups[getattr(roles, r)]) for r, inp in part.items()}
 
@@ -224,8 +232,9 @@ def _with_augmented_copies(cfg, dataset, train_idx, train: Inputs, device: str) 
                   np.concatenate([p.ok for p in parts]))
 
 
-def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray):
-    """Fit vector scaling, top-k selection and target standardisation on the training part."""
+def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray, groups_train: np.ndarray):
+    """Fit vector scaling, top-k selection, stacked predictions and target standardisation on the
+    training part (`groups_train`: each training row's excerpt)."""
     norm: dict = {"y_mean": y_train.mean(0), "y_std": y_train.std(0) + 1e-8}
     if part["train"].vector is not None:
         scaler = VectorScaler.fit(part["train"].vector)
@@ -241,6 +250,8 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray):
         for r, inp in part.items():
             if inp.vector is not None and len(inp.vector):
                 part[r] = Inputs(inp.spec, scaler.transform(inp.vector)[:, cols], norm["vector_names"], inp.ok)
+        if cfg.features.stack:
+            part = _stacked(cfg, part, (y_train - norm["y_mean"]) / norm["y_std"], groups_train, norm)
     if part["train"].spec is not None:  # per-bin standardisation with training statistics
         spec = part["train"].spec
         norm["spec_mean"] = float(spec.mean())
@@ -250,6 +261,23 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray):
                 part[r] = Inputs((inp.spec - norm["spec_mean"]) / norm["spec_std"], inp.vector,
                                  inp.vector_names, inp.ok)
     return part, norm
+
+
+def _stacked(cfg: RunConfig, part: dict[str, Inputs], z_train: np.ndarray, groups: np.ndarray,
+             norm: dict) -> dict[str, Inputs]:
+    """Append `cfg.features.stack`'s predictions to every role's scaled vectors (see features.stack)."""
+    from pianolab.features.stack import STACK_NAMES, fit_stack, with_stack
+
+    train = part["train"]
+    oof, norm["stack"] = fit_stack(cfg.features.stack, train.vector, z_train, groups, cfg.train.seed)
+    norm["vector_names"] = norm["vector_names"] + STACK_NAMES
+    out = {"train": Inputs(train.spec, np.hstack([train.vector, oof]), norm["vector_names"], train.ok)}
+    for r in ("val", "test"):
+        inp, width = part[r], len(norm["vector_names"])
+        empty = inp.vector is None or not len(inp.vector)
+        vec = np.empty((0, width), np.float32) if empty else with_stack(inp.vector, norm["stack"])
+        out[r] = Inputs(inp.spec, vec, norm["vector_names"], inp.ok)
+    return out
 
 
 def _standardise(y: np.ndarray, norm: dict, shrink: float) -> np.ndarray:
@@ -270,6 +298,7 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
     if folder is not None:
         joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
                     folder / "model.joblib", compress=3)
+        save_stack(norm, folder)
     out = {}
     for r in ("val", "test"):
         x = part[r].vector
@@ -372,6 +401,7 @@ def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
         torch.save({"model": net.model.state_dict(), "model_name": cfg.model.name,
                     "model_kwargs": {**net.shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
                     "config": json.dumps(to_dict(cfg))}, cell.folder / "checkpoint.pt")
+        save_stack(norm, cell.folder)
     return {r: net.trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
             for r, t in (("val", net.val), ("test", net.test))}
 
@@ -384,7 +414,8 @@ def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _norm_state(norm: dict) -> dict:
-    out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in norm.items() if k != "scaler"}
+    out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in norm.items()
+           if k not in ("scaler", "stack")}  # the stack estimator is saved beside the model (save_stack)
     if "scaler" in norm:
         out["scaler"] = norm["scaler"].state()
     return out

@@ -1,0 +1,61 @@
+"""`features.stack`: a classic estimator's predictions as extra vector features (stacking).
+
+A model fed the 19 predictions of a strong tree ensemble only has to learn what the ensemble misses
+(for a hybrid: what the audio adds). On the training part the columns are out-of-fold: each of K
+estimators is fitted without one group of excerpts (GroupKFold) and predicts that group, so they are
+as noisy as the columns of unseen items; validation, test and new items get the predictions of one
+estimator fitted on the whole training part, saved beside the run's model (`STACK_FILE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pianolab.data.percepiano import DIMENSIONS
+from pianolab.errors import PianolabError
+
+STACK_FILE = "stack.joblib"
+STACK_NAMES = [f"stack:{d}" for d in DIMENSIONS]
+
+
+def fit_stack(name: str, x: np.ndarray, z: np.ndarray, groups: np.ndarray, seed: int, folds: int = 4,
+              make: Callable | None = None):
+    """(out-of-fold predictions (n, 19) of the training rows, estimator fitted on all of them).
+    `x`: scaled training vectors, `z`: standardised targets, `groups`: each row's excerpt."""
+    from sklearn.model_selection import GroupKFold
+
+    from pianolab.models.classic import create_estimator
+
+    make = make or (lambda: create_estimator(name, seed=seed))
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise PianolabError(f"features.stack needs training items of at least 2 excerpts, got {n_groups}")
+    oof = np.zeros(z.shape, dtype=np.float32)
+    for fit_rows, held_out in GroupKFold(n_splits=min(folds, n_groups)).split(x, z, groups):
+        oof[held_out] = make().fit(x[fit_rows], z[fit_rows]).predict(x[held_out])
+    return oof, make().fit(x, z)
+
+
+def with_stack(x: np.ndarray, estimator) -> np.ndarray:
+    """Scaled vectors (n, d) -> (n, d + 19): the estimator's predictions appended."""
+    return np.hstack([x, estimator.predict(x).reshape(len(x), -1)]).astype(np.float32)
+
+
+def save_stack(norm: dict, folder: Path | None) -> None:
+    if folder is not None and "stack" in norm:
+        import joblib
+
+        joblib.dump(norm["stack"], folder / STACK_FILE, compress=3)
+
+
+def with_saved_stack(x: np.ndarray, folder: Path) -> np.ndarray:
+    """`x` with the predictions of the run folder's saved stack estimator appended, if it has one."""
+    path = Path(folder) / STACK_FILE
+    if not path.is_file():
+        return x
+    import joblib
+
+    return with_stack(x, joblib.load(path))  # our own run folder: a trusted pickle
