@@ -9,7 +9,7 @@
 #    2026-11-30);
 # 3. two lanes, one per GPU: GPU 0 runs B1 again on one GPU through Ray (8 cells at once), compares every
 #    cell with the 2-GPU run and evaluates it with its checkpoints; GPU 1 measures the training
-#    throughput of every AST size, eager and compiled.
+#    throughput of every AST size, eager and compiled, then runs the stacked hybrid (e6).
 # Packing is not used for the ASTs: it measured 0.4-0.7x the speed of one model at a time on the GPU
 # (docs/benchmarks.md, 2026-11-30).
 set -u
@@ -27,6 +27,7 @@ echo "b1 on 2 GPUs done $(date +%T)"
  echo "lane A done $(date +%T)") > "$R/laneA.log" 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  OUT=$R/laneB bash $S throughput throughput_compile
+ RUNS=/tmp/runs_e6 BACKEND=local JOBS=6 OUT=$R/e6 bash $S ab:e6_stacked_hybrid
  echo "lane B done $(date +%T)") > "$R/laneB.log" 2>&1 &
 wait
 echo "all done $(date +%T)"
