@@ -45,6 +45,22 @@ def test_stack_needs_vector_features(tmp_path):
         execute(cfg, tmp_path / "run")
 
 
+@pytest.mark.parametrize("name", ["symbolic_mlp", "hybrid_concat", "hybrid_gated", "hybrid_xattn"])
+def test_a_model_with_a_prior_starts_from_it_and_learns_a_correction(name):
+    import torch
+
+    from pianolab.models import create_model
+
+    torch.manual_seed(0)
+    shape = {} if name == "symbolic_mlp" else {"n_freq": 32, "n_frames": 64}
+    model = create_model(name, in_features=25, prior_columns=19, **shape).train()
+    batch = {"vector": torch.randn(4, 25), "spec": torch.randn(4, 1, 32, 64)}
+    torch.testing.assert_close(model(batch), batch["vector"][:, -19:])  # the correction starts at zero
+    loss = (model(batch) - torch.randn(4, 19)).pow(2).mean()
+    loss.backward()
+    assert model.head[-1].weight.grad.abs().sum() > 0  # and is trained
+
+
 @pytest.mark.parametrize("raw", [MLP, RIDGE], ids=["neural", "estimator"])
 def test_run_predict_and_evaluate_with_stacked_columns(tmp_path, dataset, raw):
     """The saved stack estimator rebuilds the inputs: `predict` on the run's test items gives the test

@@ -4,7 +4,9 @@ A model fed the 19 predictions of a strong tree ensemble only has to learn what 
 (for a hybrid: what the audio adds). On the training part the columns are out-of-fold: each of K
 estimators is fitted without one group of excerpts (GroupKFold) and predicts that group, so they are
 as noisy as the columns of unseen items; validation, test and new items get the predictions of one
-estimator fitted on the whole training part, saved beside the run's model (`STACK_FILE`).
+estimator fitted on the whole training part, saved beside the run's model (`STACK_FILE`). Neural
+models take these columns as their prior (`prior_columns`): they output the trees' prediction plus a
+learned correction whose output layer starts at zero, so training starts from the trees.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pianolab.errors import PianolabError
 from pianolab.models.ast import build_encoder
 from pianolab.models.base import build_config, register_model
 from pianolab.models.encoder import AST_SIZES, ASTConfig
-from pianolab.models.layers import make_head
+from pianolab.models.layers import add_prior, make_head, start_at_zero
 from pianolab.models.symbolic import VectorMLP
 
 _AST_KEYS = ("n_outputs", "in_channels", "n_freq", "n_frames", "patch", "stride", "attention", "dropout",
@@ -48,6 +48,7 @@ class HybridConfig:
     head_dropout: float = 0.1
     spectral_norm: bool = False
     n_tokens: int = 4  # xattn: query tokens made from the vector embedding
+    prior_columns: int = 0  # the last N vector columns are a prior prediction to correct (features.stack)
 
     def __post_init__(self):
         if not self.in_features or self.in_features < 1:
@@ -84,7 +85,7 @@ class HybridBase(nn.Module):
         return self.fuse(pooled, tokens, self.vector(batch["vector"]))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.embed(batch))
+        return add_prior(self.head(self.embed(batch)), batch["vector"], self.config.prior_columns)
 
     def attention_maps(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The AST branch's per-block (B, heads, N, N) attention weights."""
@@ -147,7 +148,10 @@ class XAttnHybrid(HybridBase):
 
 def _hybrid(cls: type[HybridBase], name: str, common: Mapping[str, Any],
             overrides: Mapping[str, Any]) -> HybridBase:
-    return cls(build_config(HybridConfig, name, common, {}, overrides))
+    model = cls(build_config(HybridConfig, name, common, {}, overrides))
+    if model.config.prior_columns:
+        start_at_zero(model.head)
+    return model
 
 
 @register_model

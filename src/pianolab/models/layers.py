@@ -70,3 +70,19 @@ def make_head(dim: int, n_outputs: int, dropout: float = 0.0, spectral_norm: boo
     if spectral_norm:
         linear = _spectral_norm(linear)
     return nn.Sequential(nn.LayerNorm(dim), KeyedDropout(dropout), linear)
+
+
+def add_prior(out: torch.Tensor, vector: torch.Tensor, columns: int) -> torch.Tensor:
+    """`out` plus the last `columns` columns of `vector`: a prior prediction in the model's (standardised)
+    target units, e.g. the stacked trees' (features.stack), which the model then only corrects."""
+    return out + vector[:, -columns:].to(out.dtype) if columns else out
+
+
+def start_at_zero(head: nn.Sequential) -> None:
+    """Zero the head's output layer, so that a model with a prior starts from the prior itself
+    (left as is under spectral normalisation, which cannot normalise a zero matrix)."""
+    linear = head[-1]
+    if isinstance(linear, nn.Linear) and not hasattr(linear, "weight_orig"):
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+

@@ -11,7 +11,7 @@ from torch import nn
 
 from pianolab.errors import PianolabError
 from pianolab.models.base import build_config, register_model
-from pianolab.models.layers import make_head
+from pianolab.models.layers import add_prior, make_head, start_at_zero
 from pianolab.models.noise import KeyedDropout
 
 
@@ -25,6 +25,7 @@ class SymbolicConfig:
     norm: str = "layer"  # layer | batch
     head_dropout: float = 0.0
     spectral_norm: bool = False
+    prior_columns: int = 0  # the last N vector columns are a prior prediction to correct (features.stack)
 
     def __post_init__(self):
         if not self.in_features or self.in_features < 1:
@@ -59,12 +60,14 @@ class SymbolicMLP(nn.Module):
         self.config = cfg
         self.body = VectorMLP(cfg.in_features, cfg.hidden, cfg.layers, cfg.dropout, cfg.norm)
         self.head = make_head(cfg.hidden, cfg.n_outputs, cfg.head_dropout, cfg.spectral_norm)
+        if cfg.prior_columns:
+            start_at_zero(self.head)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.body(batch["vector"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.embed(batch))
+        return add_prior(self.head(self.embed(batch)), batch["vector"], self.config.prior_columns)
 
 
 @register_model

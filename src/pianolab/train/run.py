@@ -20,7 +20,7 @@ import torch
 
 from pianolab import track
 from pianolab.config import RunConfig, to_dict
-from pianolab.data.percepiano import Dataset, load_dataset
+from pianolab.data.percepiano import N_DIMS, Dataset, load_dataset
 from pianolab.data.splits import get_split
 from pianolab.errors import PianolabError
 from pianolab.features.stack import save_stack
@@ -324,6 +324,8 @@ def build_model(cfg: RunConfig, part_train: Inputs):
                   n_frames=part_train.spec.shape[3])
     if part_train.vector is not None:
         kw["in_features"] = part_train.vector.shape[1]
+    if cfg.features.stack:  # the stacked predictions, last in the vector, become the model's prior
+        kw["prior_columns"] = N_DIMS
     return create_model(cfg.model.name, **kw, **cfg.model.params), kw
 
 
