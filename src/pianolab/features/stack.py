@@ -47,6 +47,7 @@ def with_stack(x: np.ndarray, estimator) -> np.ndarray:
 
 
 def save_stack(norm: dict, folder: Path | None) -> None:
+    """Write the fitted stack estimator of `norm`, if any, into the run folder."""
     if folder is not None and "stack" in norm:
         import joblib
 

@@ -85,4 +85,3 @@ def start_at_zero(head: nn.Sequential) -> None:
     if isinstance(linear, nn.Linear) and not hasattr(linear, "weight_orig"):
         nn.init.zeros_(linear.weight)
         nn.init.zeros_(linear.bias)
-
