@@ -1,10 +1,11 @@
 """`features.stack`: a classic estimator's predictions as extra vector features (stacking).
 
 A model fed the 19 predictions of a strong tree ensemble only has to learn what the ensemble misses
-(for a hybrid: what the audio adds). On the training part the columns are out-of-fold: each of K
-estimators is fitted without one group of excerpts (GroupKFold) and predicts that group, so they are
-as noisy as the columns of unseen items; validation, test and new items get the predictions of one
-estimator fitted on the whole training part, saved beside the run's model (`STACK_FILE`). Neural
+(for a hybrid: what the audio adds). On the training fold (the training part and its validation
+carve-out) the columns are out-of-fold: each of K estimators is fitted without one group of excerpts
+(GroupKFold) and predicts that group, so they are as noisy as the columns of unseen items; test and
+new items get the predictions of one estimator fitted on the whole training fold, saved beside the
+run's model (`STACK_FILE`), on the same rows as that estimator trained on its own. Neural
 models take these columns as their prior (`prior_columns`): they output the trees' prediction plus a
 learned correction whose output layer starts at zero, so training starts from the trees.
 """

@@ -177,8 +177,9 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
     targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
-    groups = np.concatenate([loaded.dataset.column("group")[roles.train]] * _copies(cfg))
-    prepared, norm = _prepare(cfg, part, targets["train"], groups)
+    group = loaded.dataset.column("group")
+    groups = {"train": np.concatenate([group[roles.train]] * _copies(cfg)), "val": group[roles.val]}
+    prepared, norm = _prepare(cfg, part, targets, groups)
     return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm)
 
 
@@ -232,9 +233,12 @@ def _with_augmented_copies(cfg, dataset, train_idx, train: Inputs, device: str) 
                   np.concatenate([p.ok for p in parts]))
 
 
-def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray, groups_train: np.ndarray):
-    """Fit vector scaling, top-k selection, stacked predictions and target standardisation on the
-    training part (`groups_train`: each training row's excerpt)."""
+def _prepare(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndarray],
+             groups: dict[str, np.ndarray]):
+    """Fit vector scaling, top-k selection and target standardisation on the training part, and the
+    stacked predictions on the training fold (`targets`, `groups`: labels and excerpts of 'train' and
+    'val' rows)."""
+    y_train = targets["train"]
     norm: dict = {"y_mean": y_train.mean(0), "y_std": y_train.std(0) + 1e-8}
     if part["train"].vector is not None:
         scaler = VectorScaler.fit(part["train"].vector)
@@ -251,7 +255,7 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray, group
             if inp.vector is not None and len(inp.vector):
                 part[r] = Inputs(inp.spec, scaler.transform(inp.vector)[:, cols], norm["vector_names"], inp.ok)
         if cfg.features.stack:
-            part = _stacked(cfg, part, (y_train - norm["y_mean"]) / norm["y_std"], groups_train, norm)
+            part = _stacked(cfg, part, targets, groups, norm)
     if part["train"].spec is not None:  # per-bin standardisation with training statistics
         spec = part["train"].spec
         norm["spec_mean"] = float(spec.mean())
@@ -263,19 +267,29 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], y_train: np.ndarray, group
     return part, norm
 
 
-def _stacked(cfg: RunConfig, part: dict[str, Inputs], z_train: np.ndarray, groups: np.ndarray,
-             norm: dict) -> dict[str, Inputs]:
-    """Append `cfg.features.stack`'s predictions to every role's scaled vectors (see features.stack)."""
+def _stacked(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndarray],
+             groups: dict[str, np.ndarray], norm: dict) -> dict[str, Inputs]:
+    """Append `cfg.features.stack`'s predictions to every role's scaled vectors (see features.stack):
+    out-of-fold over the training fold ('train' and 'val' rows), from one estimator fitted on all of
+    it for 'test'."""
     from pianolab.features.stack import STACK_NAMES, fit_stack, with_stack
 
-    train = part["train"]
-    oof, norm["stack"] = fit_stack(cfg.features.stack, train.vector, z_train, groups, cfg.train.seed)
+    fold = [r for r in ("train", "val") if part[r].vector is not None and len(part[r].vector)]
+    x = np.concatenate([part[r].vector for r in fold])
+    z = (np.concatenate([targets[r] for r in fold]) - norm["y_mean"]) / norm["y_std"]
+    oof, norm["stack"] = fit_stack(cfg.features.stack, x, z, np.concatenate([groups[r] for r in fold]),
+                                   cfg.train.seed)
     norm["vector_names"] = norm["vector_names"] + STACK_NAMES
-    out = {"train": Inputs(train.spec, np.hstack([train.vector, oof]), norm["vector_names"], train.ok)}
-    for r in ("val", "test"):
-        inp, width = part[r], len(norm["vector_names"])
-        empty = inp.vector is None or not len(inp.vector)
-        vec = np.empty((0, width), np.float32) if empty else with_stack(inp.vector, norm["stack"])
+    out, start = {}, 0
+    for r in ("train", "val", "test"):
+        inp = part[r]
+        if r in fold:
+            n = len(inp.vector)
+            vec, start = np.hstack([inp.vector, oof[start:start + n]]), start + n
+        elif inp.vector is None or not len(inp.vector):
+            vec = np.empty((0, len(norm["vector_names"])), np.float32)
+        else:
+            vec = with_stack(inp.vector, norm["stack"])
         out[r] = Inputs(inp.spec, vec, norm["vector_names"], inp.ok)
     return out
 
