@@ -3,7 +3,8 @@
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
-#         | compare:NAME ($RUNS vs $COMPARE_WITH)
+#         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
+#         model-based sections)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
@@ -56,7 +57,8 @@ for stage in "$@"; do
       guard 200 python3 benchmarks/gpu_determinism.py 2>&1 | tail -3 | tee "$OUT/determinism.txt" ;;
     evaluate:*)  # evaluate a finished experiment: evaluate:NAME
       name=${stage#evaluate:}
-      guard 400 python3 -m pianolab evaluate "experiments/$name.yaml" 2>&1 | tail -20 | tee "$OUT/evaluate-$name.txt"
+      guard 400 python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} 2>&1 \
+        | tail -20 | tee "$OUT/evaluate-$name.txt"
       (cd "$RUNS/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
     compare:*)  # compare:NAME: the runs in $RUNS against those in $COMPARE_WITH (cells, predictions, verdicts)
       name=${stage#compare:}

@@ -22,7 +22,7 @@ echo "features done $(date +%T)"
 RUNS=/tmp/runs_x2 BACKEND=ray JOBS=16 GPUS_PER_RUN=0.125 OUT=$R/b1x2 bash $S ab:b1_model_sizes > "$R/b1x2.log" 2>&1
 echo "b1 on 2 GPUs done $(date +%T)"
 (export CUDA_VISIBLE_DEVICES=0
- RUNS=/tmp/runs BACKEND=ray JOBS=8 GPUS_PER_RUN=0.125 COMPARE_WITH=/tmp/runs_x2 OUT=$R/b1x1 \
+ RUNS=/tmp/runs BACKEND=ray JOBS=8 GPUS_PER_RUN=0.125 COMPARE_WITH=/tmp/runs_x2 MAX_RUNS=1 OUT=$R/b1x1 \
    bash $S ab:b1_model_sizes compare:b1_model_sizes evaluate:b1_model_sizes
  echo "lane A done $(date +%T)") > "$R/laneA.log" 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
