@@ -2,7 +2,7 @@
 # One self-contained call on the GPU machine (no internet; the device tool carries .whl):
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
 #   bash benchmarks/gpu_suite.sh STAGE...
-# stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME | evaluate:NAME
+# stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
 #         model-based sections)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
