@@ -21,13 +21,16 @@ OUT=$R/setup bash $S features_fast > "$R/setup.log" 2>&1   # fills in anything a
 echo "features done $(date +%T)"
 RUNS=/tmp/runs_x2 BACKEND=ray JOBS=16 GPUS_PER_RUN=0.125 OUT=$R/b1x2 bash $S ab:b1_model_sizes > "$R/b1x2.log" 2>&1
 echo "b1 on 2 GPUs done $(date +%T)"
+# each lane on its own half of the cores, so that lane B's tree fits (e6) do not slow lane A's B1
+half=$(( $(nproc) / 2 )); pin_a=""; pin_b=""
+command -v taskset > /dev/null && { pin_a="taskset -c 0-$((half - 1))"; pin_b="taskset -c $half-$((2 * half - 1))"; }
 (export CUDA_VISIBLE_DEVICES=0
  RUNS=/tmp/runs BACKEND=ray JOBS=8 GPUS_PER_RUN=0.125 COMPARE_WITH=/tmp/runs_x2 MAX_RUNS=1 OUT=$R/b1x1 \
-   bash $S ab:b1_model_sizes compare:b1_model_sizes evaluate:b1_model_sizes
+   $pin_a bash $S ab:b1_model_sizes compare:b1_model_sizes evaluate:b1_model_sizes
  echo "lane A done $(date +%T)") > "$R/laneA.log" 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
- OUT=$R/laneB bash $S throughput throughput_compile
- RUNS=/tmp/runs_e6 BACKEND=local JOBS=6 OUT=$R/e6 bash $S ab:e6_stacked_hybrid
+ OUT=$R/laneB $pin_b bash $S throughput throughput_compile
+ RUNS=/tmp/runs_e6 BACKEND=local JOBS=6 OUT=$R/e6 $pin_b bash $S ab:e6_stacked_hybrid
  echo "lane B done $(date +%T)") > "$R/laneB.log" 2>&1 &
 wait
 echo "all done $(date +%T)"
