@@ -55,3 +55,15 @@ def test_peer_centred_needs_vectors_and_no_augmented_copies(tmp_path):
         cfg = config_from_dict({**RIDGE, "features": features})
         with pytest.raises(PianolabError, match=message):
             execute(cfg, tmp_path / message.replace(" ", "_"))
+
+
+def test_model_probe_of_a_peer_centred_neural_run(tmp_path):
+    """The model-based sections rebuild the vector with its peer columns over the whole test fold."""
+    from pianolab.evaluate.suite import evaluate_target
+
+    folder = tmp_path / "run"
+    execute(config_from_dict({**PEERS, "model": {"name": "symbolic_mlp"}, "train": {"epochs": 2}}), folder)
+    nums = json.loads(evaluate_target(folder, ["loss_landscape"], out=tmp_path / "eval",
+                                      echo=lambda s: None)["json"].read_text())
+    landscape = nums["loss_landscape"]["run"]
+    assert np.isfinite(landscape["center_loss"]) and landscape["max_2d"] > landscape["center_loss"]

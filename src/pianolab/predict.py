@@ -100,7 +100,7 @@ def _predict(folder: Path, inputs: Inputs, device: str) -> np.ndarray:
 
         saved = joblib.load(folder / "model.joblib")  # a local run folder of ours; pickles are trusted here
         norm = saved["norm"]
-        pred = saved["estimator"].predict(_vector(inputs, norm, folder))
+        pred = saved["estimator"].predict(model_vector(inputs, norm, folder))
     else:
         raise fail(folder, "run has no checkpoint.pt or model.joblib (not finished?)")
     return np.asarray(pred) * np.asarray(norm["y_std"]) + np.asarray(norm["y_mean"])
@@ -111,7 +111,10 @@ def _needs(cfg) -> str:
     return ", ".join(kinds)
 
 
-def _vector(inputs: Inputs, norm: dict, folder: Path) -> np.ndarray:
+def model_vector(inputs: Inputs, norm: dict, folder: Path) -> np.ndarray:
+    """The vectors of `inputs` as the model of the run `folder` takes them: scaled and selected with its
+    training statistics, its stacked predictions appended (features.stack); a one-line error when the
+    feature store no longer produces the features it was trained on."""
     from pianolab.features.stack import with_saved_stack
 
     cols = np.asarray(norm["columns"], dtype=int)
@@ -141,6 +144,6 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np
                                 f"{ckpt['model_kwargs'].get('n_freq')} bins, got {inputs.spec.shape[1:3]}")
         batch["spec"] = torch.from_numpy((inputs.spec - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
     if inputs.vector is not None:
-        batch["vector"] = torch.from_numpy(_vector(inputs, norm, folder)).to(device)
+        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, folder)).to(device)
     with torch.no_grad():
         return model(batch).float().cpu().numpy()

@@ -32,14 +32,19 @@ def _norm(run: Run) -> dict:
     return joblib.load(run.folder / "model.joblib")["norm"]  # our own run folder: trusted pickle
 
 
-def scale_vector(raw: np.ndarray, norm: dict, run: Run) -> np.ndarray:
-    """Raw store features (n, D) -> the model's scaled, selected columns (n, d), with the run's stacked
-    predictions appended when it has them."""
-    from pianolab.features.stack import with_saved_stack
-    from pianolab.train.inputs import VectorScaler
+def vector_inputs(run: Run, dataset: Dataset, idx: np.ndarray, spectrogram: bool = True):
+    """Store features of the items `idx` (a run's test fold) before scaling (without the spectrograms if
+    not `spectrogram`), with peer columns over those items when the run used them (the test fold is one
+    role, as in training)."""
+    import dataclasses
 
-    cols = np.asarray(norm["columns"], dtype=int)
-    return with_saved_stack(VectorScaler.from_state(norm["scaler"]).transform(raw)[:, cols], run.folder)
+    from pianolab.train.inputs import load_inputs, with_peer_columns
+
+    features = run.cfg.features if spectrogram else dataclasses.replace(run.cfg.features, spectrogram=None)
+    inputs = load_inputs(features, [dataset.items[i].midi_path for i in idx])
+    if run.cfg.features.peer_centred:
+        inputs = with_peer_columns(inputs, dataset.column("group")[idx])
+    return inputs
 
 
 @dataclass
@@ -56,15 +61,13 @@ class VectorProbe:
 
 def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
     """Test-fold vector inputs of a sklearn or neural (vector / hybrid) run, through the feature store."""
-    from pianolab.train.inputs import load_inputs, with_peer_columns
+    from pianolab.predict import model_vector
 
     idx, y, _ = run.predictions(dataset)
-    inputs = load_inputs(run.cfg.features, [dataset.items[i].midi_path for i in idx])
-    if run.cfg.features.peer_centred:  # the test fold is one role, as in training
-        inputs = with_peer_columns(inputs, dataset.column("group")[idx])
+    inputs = vector_inputs(run, dataset, idx)
     keep = np.flatnonzero(inputs.ok)
     norm = _norm(run)
-    X = scale_vector(inputs.vector[keep], norm, run)
+    X = model_vector(inputs.subset(keep), norm, run.folder)
     y_mean, y_std = np.asarray(norm["y_mean"]), np.asarray(norm["y_std"])
     if run.neural:
         import torch
@@ -123,19 +126,19 @@ def build_probe(run: Run, dataset: Dataset, n_items: int) -> Probe:
     """Model + the first `n_items` test items of a neural run: rendered audio, spectrogram (and vector)."""
     import torch
 
-    from pianolab.train.inputs import load_inputs
+    from pianolab.predict import model_vector
 
     model, norm = load_neural(run)
     idx, y, _ = run.predictions(dataset)
-    idx, y = idx[:n_items], y[:n_items]
+    fold, idx, y = idx, idx[:n_items], y[:n_items]
     paths = [dataset.items[i].midi_path for i in idx]
     batch, waves, featurise = {}, None, None
     if run.cfg.features.spectrogram:
         waves = render_waves(run, paths)
         featurise = spectrogram_featuriser(run, norm)
         batch["spec"] = featurise(waves)
-    if run.cfg.features.vector:
-        inputs = load_inputs(run.cfg.features, paths)
-        batch["vector"] = torch.from_numpy(scale_vector(inputs.vector, norm, run))
+    if run.cfg.features.vector:  # the whole fold's features: peer columns are over all of it
+        inputs = vector_inputs(run, dataset, fold, spectrogram=False).subset(np.arange(len(idx)))
+        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, run.folder))
     return Probe(model, batch, y, [dataset.items[i].stem for i in idx], np.asarray(norm["y_mean"]),
                  np.asarray(norm["y_std"]), waves, featurise)
