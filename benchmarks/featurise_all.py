@@ -39,7 +39,8 @@ def main() -> None:
     paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
     if args.warm_up:
-        return warm_up(specs)
+        warm_up(specs)
+        return
     start = time.monotonic()
     tables = build(paths, specs, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
     wall = time.monotonic() - start

@@ -227,10 +227,9 @@ def identity_dict(cfg: RunConfig) -> dict:
     d = to_dict(cfg)
     if not cfg.tuning.trials:
         d.pop("tuning")  # tuning off: its settings cannot change the run
-    if not cfg.features.peer_centred:
-        d["features"].pop("peer_centred")  # off: runs keep the hashes they had before the option
-    if not cfg.features.stack:
-        d["features"].pop("stack")
+    for option in ("peer_centred", "stack"):  # off: runs keep the hashes they had before the option
+        if not getattr(cfg.features, option):
+            d["features"].pop(option)
     for path in NOT_IDENTITY:
         node = d
         for p in path[:-1]:
