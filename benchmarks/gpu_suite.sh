@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
-#         model-based sections)
+#         model-based sections) | throughput_compile (SIZES: a comma list of AST sizes)
+# GUARD overrides the time limit of evaluate and throughput_compile.
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
@@ -57,7 +58,7 @@ for stage in "$@"; do
       guard 200 python3 benchmarks/gpu_determinism.py 2>&1 | tail -3 | tee "$OUT/determinism.txt" ;;
     evaluate:*)  # evaluate a finished experiment: evaluate:NAME
       name=${stage#evaluate:}
-      guard 400 python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} 2>&1 \
+      guard "${GUARD:-400}" python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} 2>&1 \
         | tail -20 | tee "$OUT/evaluate-$name.txt"
       (cd "$RUNS/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
     compare:*)  # compare:NAME: the runs in $RUNS against those in $COMPARE_WITH (cells, predictions, verdicts)
@@ -65,7 +66,8 @@ for stage in "$@"; do
       guard 120 python3 benchmarks/compare_runs.py "experiments/$name.yaml" "$RUNS" "$COMPARE_WITH" 2>&1 \
         | tee "$OUT/compare-$name.txt" ;;
     throughput_compile)
-      guard 540 python3 benchmarks/train_throughput.py --epochs 2 --compile 2>&1 | tee "$OUT/throughput_compile.txt" ;;
+      guard "${GUARD:-540}" python3 benchmarks/train_throughput.py --epochs 2 --compile ${SIZES:+--sizes $SIZES} 2>&1 \
+        | tee "$OUT/throughput_compile.txt" ;;
     abwall)
       guard 560 python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;

@@ -7,11 +7,11 @@
 #    one shard process per core, after one process has compiled librosa's numba kernels;
 # 2. B1 (4 AST sizes x 5 seeds x 4 folds) over both GPUs through Ray, 16 cells at once (350 s on
 #    2026-11-30);
-# 3. two lanes, one per GPU: GPU 0 runs B1 again on one GPU through Ray (8 cells at once), compares every
-#    cell with the 2-GPU run and evaluates it with its checkpoints; GPU 1 measures the training
-#    throughput of every AST size, eager and compiled, then runs the stacked hybrid (e6).
-# Packing is not used for the ASTs: it measured 0.4-0.7x the speed of one model at a time on the GPU
-# (docs/benchmarks.md, 2026-11-30).
+# 3. two lanes, one per GPU, each on its own half of the cores:
+#    GPU 0: B1 again on one GPU through Ray (8 cells at once), every cell compared with the 2-GPU run,
+#           then the compiled training throughput of the two smaller AST sizes;
+#    GPU 1: the stacked hybrid (e6) beside `pianolab evaluate` of the 2-GPU B1 with its checkpoints
+#           (neither is timed), then the compiled throughput of the two larger sizes.
 set -u
 R=${RESULTS:-/tmp/results}; mkdir -p "$R"
 S=benchmarks/gpu_suite.sh
@@ -25,12 +25,15 @@ echo "b1 on 2 GPUs done $(date +%T)"
 half=$(( $(nproc) / 2 )); pin_a=""; pin_b=""
 command -v taskset > /dev/null && { pin_a="taskset -c 0-$((half - 1))"; pin_b="taskset -c $half-$((2 * half - 1))"; }
 (export CUDA_VISIBLE_DEVICES=0
- RUNS=/tmp/runs BACKEND=ray JOBS=8 GPUS_PER_RUN=0.125 COMPARE_WITH=/tmp/runs_x2 MAX_RUNS=1 OUT=$R/b1x1 \
-   $pin_a bash $S ab:b1_model_sizes compare:b1_model_sizes evaluate:b1_model_sizes
+ RUNS=/tmp/runs BACKEND=ray JOBS=8 GPUS_PER_RUN=0.125 COMPARE_WITH=/tmp/runs_x2 OUT=$R/b1x1 \
+   $pin_a bash $S ab:b1_model_sizes compare:b1_model_sizes
+ SIZES=ast_ultra_tiny,ast_tiny GUARD=330 OUT=$R/laneA $pin_a bash $S throughput_compile
  echo "lane A done $(date +%T)") > "$R/laneA.log" 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
- OUT=$R/laneB $pin_b bash $S throughput throughput_compile
+ RUNS=/tmp/runs_x2 MAX_RUNS=1 GUARD=480 OUT=$R/eval $pin_b bash $S evaluate:b1_model_sizes > "$R/eval.log" 2>&1 &
  RUNS=/tmp/runs_e6 BACKEND=local JOBS=6 OUT=$R/e6 $pin_b bash $S ab:e6_stacked_hybrid
+ wait
+ SIZES=ast_small,ast_medium GUARD=330 OUT=$R/laneB $pin_b bash $S throughput_compile
  echo "lane B done $(date +%T)") > "$R/laneB.log" 2>&1 &
 wait
 echo "all done $(date +%T)"
