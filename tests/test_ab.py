@@ -151,3 +151,21 @@ def test_unknown_backend_fails_before_any_work(tmp_path):
     with pytest.raises(PianolabError, match="unknown backend 'nope'; valid: local, packed, ray"):
         run_experiment(exp, root=tmp_path / "runs", tracker="none", echo=lambda s: None, backend="nope")
     assert not (tmp_path / "runs").exists()
+
+
+def _thread_settings() -> tuple[str | None, str | None]:
+    return os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS")
+
+
+def test_concurrent_cells_share_the_cores_between_their_thread_pools(monkeypatch):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pianolab.ab.backends import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # set by the user: kept
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    with worker_threads(2), ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        assert pool.submit(_thread_settings).result() == (share, "3")
+    assert _thread_settings() == (None, "3")

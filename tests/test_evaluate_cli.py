@@ -137,7 +137,7 @@ def test_audio_robustness_sections_on_synthetic_waves(tmp_path, dataset):
     t = np.arange(12000) / 16000
     waves = [0.3 * np.sin(2 * np.pi * f * t) * np.exp(-t) + 0.01 * rng.standard_normal(len(t))
              for f in rng.uniform(100, 1000, 6)]
-    featurise = spectrogram_featuriser(run, norm)
+    featurise = spectrogram_featuriser(run, norm, "cpu")
     probe = _probe(run, norm, featurise(waves), waves, featurise)
     assert probe.batch["spec"].shape == (6, 1, 128, 50)
     ctx = Context({"run": [run]}, dataset, tmp_path / "eval", probes={run.folder: probe})

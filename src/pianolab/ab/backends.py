@@ -5,8 +5,10 @@ stopping the same way for all of them, so statistics and reports do not depend o
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 from pianolab import track
 from pianolab.ab.runner import CLAIMED, RunOptions, claim, mirror_cell, run_cell, unclaimed
@@ -25,10 +27,29 @@ def local(exp: Experiment, cells: list[Cell], opts: RunOptions):
         for c in cells:
             yield (c, *run_cell(exp.name, c, opts.root, opts.tracker))
         return
-    with ProcessPoolExecutor(opts.jobs, mp_context=mp.get_context("spawn")) as pool:
+    with worker_threads(opts.jobs), ProcessPoolExecutor(opts.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [(c, pool.submit(run_cell, exp.name, c, opts.root, opts.tracker)) for c in cells]
         for c, fut in futures:
             yield (c, *fut.result())
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextmanager
+def worker_threads(jobs: int):
+    """While `jobs` cells run at once, the processes spawned here get an equal share of this process's
+    cores for OpenMP and BLAS (values the user set are kept). Unset, each starts one thread per core:
+    six processes of gradient boosting (OpenMP threads that spin while they wait) on 16 cores finished
+    no cell in 20 minutes on the GPU machine (docs/benchmarks.md)."""
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    added = [v for v in THREAD_VARIABLES if v not in os.environ]
+    os.environ.update(dict.fromkeys(added, share))
+    try:
+        yield
+    finally:
+        for v in added:
+            os.environ.pop(v, None)
 
 
 @BACKENDS.register("packed")

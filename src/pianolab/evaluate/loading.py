@@ -13,20 +13,29 @@ from pianolab.evaluate.context import Probe, Run
 
 
 def load_neural(run: Run):
-    """(model in eval mode on CPU, norm dict) from checkpoint.pt (weights only, no pickled code)."""
+    """(model in eval mode on the probe device, norm dict) from checkpoint.pt (weights only, no pickled
+    code). The probe device is the GPU when there is one: the landscape, robustness and adversarial
+    sections run hundreds of forward passes."""
     import torch
 
     from pianolab.models import create_model
+    from pianolab.train.trainer import pick_device
 
     ckpt = torch.load(run.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["norm"]
+    return model.to(pick_device("auto")).eval(), ckpt["norm"]
+
+
+def _device(model):
+    return next(model.parameters()).device
 
 
 def _norm(run: Run) -> dict:
     if run.neural:
-        return load_neural(run)[1]
+        import torch
+
+        return torch.load(run.folder / "checkpoint.pt", map_location="cpu", weights_only=True)["norm"]
     import joblib
 
     return joblib.load(run.folder / "model.joblib")["norm"]  # our own run folder: trusted pickle
@@ -73,16 +82,17 @@ def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
         import torch
 
         model, _ = load_neural(run)
-        fixed = {}
+        device, fixed = _device(model), {}
         if inputs.spec is not None:
-            fixed["spec"] = torch.from_numpy((inputs.spec[keep] - norm["spec_mean"]) / norm["spec_std"]).float()
+            fixed["spec"] = torch.from_numpy((inputs.spec[keep] - norm["spec_mean"]) / norm["spec_std"]).float() \
+                .to(device)
 
         def predict(Xs: np.ndarray) -> np.ndarray:
             outs = []
             with torch.no_grad():  # chunks of one test fold: the fixed inputs line up row by row
                 for start in range(0, len(Xs), len(X)):
-                    vec = torch.from_numpy(np.asarray(Xs[start : start + len(X)], dtype=np.float32))
-                    outs.append(model({**fixed, "vector": vec}).float().numpy())
+                    vec = torch.from_numpy(np.asarray(Xs[start : start + len(X)], dtype=np.float32)).to(device)
+                    outs.append(model({**fixed, "vector": vec}).float().cpu().numpy())
             return np.concatenate(outs) * y_std + y_mean
     else:
         import joblib
@@ -100,8 +110,9 @@ def render_waves(run: Run, paths) -> list[np.ndarray]:
     return [renderer.render(p.read_bytes()) for p in paths]
 
 
-def spectrogram_featuriser(run: Run, norm: dict, sample_rate: int = 16000) -> Callable:
-    """waves -> normalised (n, C, F, T) float tensor, as the feature store and training made it."""
+def spectrogram_featuriser(run: Run, norm: dict, device) -> Callable:
+    """waves -> normalised (n, C, F, T) float tensor on `device`, as the feature store and training
+    made it."""
     import torch
 
     from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
@@ -117,7 +128,7 @@ def spectrogram_featuriser(run: Run, norm: dict, sample_rate: int = 16000) -> Ca
                for w in waves]
         specs = compute_spectrograms(cut, spec.kind, spec.sample_rate, spec.frame_rate)
         arr = np.stack([_fit_frames(s.astype(np.float32), frames) for s in specs])
-        return torch.from_numpy((arr - norm["spec_mean"]) / norm["spec_std"]).float()
+        return torch.from_numpy((arr - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
 
     return featurise
 
@@ -135,10 +146,10 @@ def build_probe(run: Run, dataset: Dataset, n_items: int) -> Probe:
     batch, waves, featurise = {}, None, None
     if run.cfg.features.spectrogram:
         waves = render_waves(run, paths)
-        featurise = spectrogram_featuriser(run, norm)
+        featurise = spectrogram_featuriser(run, norm, _device(model))
         batch["spec"] = featurise(waves)
     if run.cfg.features.vector:  # the whole fold's features: peer columns are over all of it
         inputs = vector_inputs(run, dataset, fold, spectrogram=False).subset(np.arange(len(idx)))
-        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, run.folder))
+        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, run.folder)).to(_device(model))
     return Probe(model, batch, y, [dataset.items[i].stem for i in idx], np.asarray(norm["y_mean"]),
                  np.asarray(norm["y_std"]), waves, featurise)

@@ -15,7 +15,7 @@ from pianolab.evaluate.sections import SECTIONS, SectionResult, frame_table, ima
 
 def z_target(probe: Probe) -> torch.Tensor:
     """Labels standardised like the training targets (the scale of the model's outputs)."""
-    return torch.from_numpy((probe.y - probe.y_mean) / probe.y_std).float()
+    return torch.from_numpy((probe.y - probe.y_mean) / probe.y_std).float().to(next(iter(probe.batch.values())).device)
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ def rollout(probe: Probe, out_dir, n: int = 3) -> tuple[list[str], dict, list]:
         f, t = model.encoder.patch_embed(batch["spec"]).shape[-2:]
         r = attention_rollout(model.attention_maps(batch))
     maps = rollout_patch_map(r, (t, f)).transpose(0, 2, 1)  # tokens are time-major: (B, t, f) -> (B, f, t)
-    spec = batch["spec"][:, 0].numpy()
+    spec = batch["spec"][:, 0].cpu().numpy()
     path = plot_rollout_overlay(spec, maps, out_dir, titles=probe.stems[:n])
     quarters = np.array_split(np.arange(f), min(4, f))
     share = np.array([[m[q].sum() / m.sum() for q in quarters] for m in maps]).mean(0)
