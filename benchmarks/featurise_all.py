@@ -30,12 +30,15 @@ def main() -> None:
     ap.add_argument("--warm-up", action="store_true", help="only compile the kinds' numba kernels into "
                     "numba's cache, then exit (run once before starting shard processes at once)")
     args = ap.parse_args()
+    index, count = map(int, args.shard.split("/"))
+    if count > 1:  # one shard process per core: each keeps to one OpenMP/BLAS thread, set before numpy loads
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
 
     from pianolab.data.percepiano import load_dataset
     from pianolab.features.build import build, warm_up
     from pianolab.features.store import FeatureSpec, Store
 
-    index, count = map(int, args.shard.split("/"))
     paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
     if args.warm_up:
