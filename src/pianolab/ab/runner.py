@@ -137,7 +137,7 @@ def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
         if cfg.features not in seen:
             seen.append(cfg.features)
             paths = [it.midi_path for it in load_dataset(cfg.data.root).items]
-            load_inputs(cfg.features, paths, progress=True, workers=workers or os.cpu_count() or 1)
+            load_inputs(cfg.features, paths, progress=True, workers=workers or len(os.sched_getaffinity(0)))
 
 
 @dataclass(frozen=True)
