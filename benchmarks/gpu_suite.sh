@@ -5,10 +5,10 @@
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
 #         model-based sections) | throughput_compile (SIZES: a comma list of AST sizes)
-# GUARD overrides the time limit of evaluate and throughput_compile.
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
+# GUARD overrides the time limit (s) of evaluate and throughput_compile.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
 # it prints the wall time and each GPU's utilisation.
 # Packages: the wheels in .whl/, or one tarball of unpacked packages in .devsite/ (smaller: xz, Ray

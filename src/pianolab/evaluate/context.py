@@ -96,6 +96,11 @@ class Probe:
     featurise: Callable[[list[np.ndarray]], object] | None = None
     sample_rate: int = 16000
 
+    @property
+    def device(self):
+        """Where the model's weights are (the probe's tensors live there too)."""
+        return next(self.model.parameters()).device
+
     def predict(self, batch: dict) -> np.ndarray:
         import torch
 

@@ -15,7 +15,7 @@ from pianolab.evaluate.sections import SECTIONS, SectionResult, frame_table, ima
 
 def z_target(probe: Probe) -> torch.Tensor:
     """Labels standardised like the training targets (the scale of the model's outputs)."""
-    return torch.from_numpy((probe.y - probe.y_mean) / probe.y_std).float().to(next(iter(probe.batch.values())).device)
+    return torch.from_numpy((probe.y - probe.y_mean) / probe.y_std).float().to(probe.device)
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
