@@ -55,7 +55,9 @@ for stage in "$@"; do
           --limit 2 --kinds $kind 2>&1 | tail -25 | tee -a "$OUT/probe_cqt.txt"
       done ;;
     determinism)
-      guard 200 python3 benchmarks/gpu_determinism.py 2>&1 | tail -3 | tee "$OUT/determinism.txt" ;;
+      for flag in "" --deterministic; do
+        guard 200 python3 benchmarks/gpu_determinism.py $flag 2>&1 | tail -3 | tee -a "$OUT/determinism.txt"
+      done ;;
     evaluate:*)  # evaluate a finished experiment: evaluate:NAME
       name=${stage#evaluate:}
       guard "${GUARD:-400}" python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} 2>&1 \

@@ -9,7 +9,8 @@
 #    GPU 0: the stacked hybrid (e6: hybrid vs the trees, the AST alone and the random forest);
 #    GPU 1: the compiled training throughput of the two larger AST sizes (the smaller two were measured
 #           in the third pass), then gpu_eval (AST and hybrid, 4 folds) and `pianolab evaluate` on it
-#           with its weights, every section.
+#           with its weights, every section; then run-to-run determinism with and without
+#           `train.deterministic`.
 # B1 on 1 and 2 GPUs (issue 9) was measured in the third pass (docs/benchmarks.md).
 set -u
 R=${RESULTS:-/tmp/results}; mkdir -p "$R"
@@ -25,6 +26,7 @@ command -v taskset > /dev/null && { pin_a="taskset -c 0-$((half - 1))"; pin_b="t
 (export CUDA_VISIBLE_DEVICES=1
  SIZES=ast_small,ast_medium GUARD=330 OUT=$R/laneB $pin_b bash $S throughput_compile
  RUNS=/tmp/runs BACKEND=local JOBS=8 MAX_RUNS=1 GUARD=400 OUT=$R/eval $pin_b bash $S ab:gpu_eval evaluate:gpu_eval
+ OUT=$R/laneB $pin_b bash $S determinism
  echo "lane B done $(date +%T)") > "$R/laneB.log" 2>&1 &
 wait
 echo "all done $(date +%T)"

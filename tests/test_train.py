@@ -159,3 +159,28 @@ def test_wall_time_budget_stops_training_after_an_epoch(tmp_path):
     cfg = config_from_dict({**MLP, "train": {**MLP["train"], "epochs": 50, "max_seconds": 0.0}})
     execute(cfg, tmp_path / "r")
     assert [r["epoch"] for r in track.read_metrics(tmp_path / "r")] == [1]
+
+
+def test_deterministic_kernels_during_training_only(tmp_path, monkeypatch):
+    """`train.deterministic` switches PyTorch to deterministic kernels and math attention while the
+    model trains, restores the settings after, and changes neither the run's identity nor, on the
+    CPU (deterministic anyway), its result."""
+    from pianolab.config import config_hash
+
+    seen, original = [], trainer_mod.Trainer.train_epoch
+
+    def record(self, train):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return original(self, train)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", record)
+    cfg = config_from_dict(MLP)
+    strict = replace(cfg, train={"deterministic": True})
+    assert config_hash(strict) == config_hash(cfg)
+    execute(strict, tmp_path / "strict")
+    assert seen and all(s == (True, False) for s in seen)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.flash_sdp_enabled()
+    seen.clear()
+    execute(cfg, tmp_path / "default")
+    assert all(s == (False, True) for s in seen)
+    pd.testing.assert_frame_equal(_preds(tmp_path / "strict"), _preds(tmp_path / "default"))

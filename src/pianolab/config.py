@@ -22,7 +22,8 @@ import yaml
 
 from pianolab.errors import PianolabError
 
-NOT_IDENTITY = {("train", "device"), ("train", "compile"), ("track",), ("data", "root"), ("tuning", "storage")}
+NOT_IDENTITY = {("train", "device"), ("train", "compile"), ("train", "deterministic"), ("track",), ("data", "root"),
+                ("tuning", "storage")}
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    # GPU runs bit-reproducible, at a speed cost (trainer.deterministic_kernels); the CPU always is
+    deterministic: bool = False
     amp: bool = True  # bf16 autocast on CUDA
     checkpoint_every: int = 10
     eval_every: int = 1

@@ -217,7 +217,7 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
         prepare_cell,
         save_neural,
     )
-    from pianolab.train.trainer import pick_device
+    from pianolab.train.trainer import deterministic_kernels, pick_device
 
     device = pick_device(cfgs[0].train.device)
     dataset = load_dataset(cfgs[0].data.root)
@@ -237,7 +237,7 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     pack = PackedTrainer(trainers, device)
     for c in cells:
         (c.folder / "metrics.jsonl").write_text("")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), deterministic_kernels(cells[0].cfg.train.deterministic):
         warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)  # vmap of CPU SDPA
         pack.fit([m.train for m in members], [m.val for m in members], _mean_pearson,
                  lambda i, rec: append_record(cells[i].folder, rec))

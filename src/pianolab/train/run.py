@@ -107,11 +107,12 @@ class Cell:
 def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: str = "",
             progress: bool = False) -> dict:
     """Run (or resume) one cell and write its folder; returns the test-set summary metrics."""
-    from pianolab.train.trainer import pick_device
+    from pianolab.train.trainer import deterministic_kernels, pick_device
 
     device = pick_device(cfg.train.device)
     cell = prepare_cell(cfg, folder, experiment, variant, device, progress)
-    return finish_cell(cell, fit_cell(cell, device))
+    with deterministic_kernels(cfg.train.deterministic):
+        return finish_cell(cell, fit_cell(cell, device))
 
 
 @dataclass

@@ -12,9 +12,11 @@ RNG states, early-stopping state).
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,30 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextmanager
+def deterministic_kernels(on: bool) -> Iterator[None]:
+    """With `on`, GPU training repeats bit for bit: PyTorch's deterministic kernels (a warning names
+    any op that has none), cuBLAS with a fixed workspace, attention through the math kernel (flash
+    and memory-efficient attention accumulate their gradients in a nondeterministic order). Slower;
+    the previous settings come back on exit. Without it two GPU runs of one cell drift apart (measured
+    in docs/benchmarks.md)."""
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.enable_flash_sdp(False)
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cuda.enable_flash_sdp(before[2])
+        torch.backends.cuda.enable_mem_efficient_sdp(before[3])
 
 
 def seed_everything(seed: int) -> None:
