@@ -105,3 +105,69 @@ def ray_packs(exp: Experiment, cells: list[Cell], opts: RunOptions):
 def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not."""
     return not is_estimator(cfg.model.name) and not cfg.tuning.trials
+
+
+@BACKENDS.register("threads")
+def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
+    """`jobs` cells at once as threads of this process, each on its own CUDA stream: the kernels of
+    small models overlap on one GPU (separate processes only take turns on it), and every item's
+    inputs are read from the feature store once per feature setting, not once per cell. Not with
+    `train.compile` or `train.deterministic`, which set the whole process."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from pianolab.errors import PianolabError
+
+    clash = next((c for c in cells if c.config.train.compile or c.config.train.deterministic), None)
+    if clash is not None:
+        raise PianolabError(f"backend 'threads' cannot run {clash.variant!r}: train.compile and "
+                            "train.deterministic are settings of the whole process; use --backend local")
+    shared = _inputs_read_once(cells)
+    with ThreadPoolExecutor(max(1, opts.jobs)) as pool:
+        futures = {pool.submit(_run_on_own_stream, exp.name, c, opts, shared[_feature_key(c)]): c for c in cells}
+        try:
+            for fut in as_completed(futures):
+                c = futures[fut]
+                status, summary = fut.result()
+                if status == CLAIMED:  # trackers are not thread-safe: mirrored from this thread
+                    mirror_cell(exp.name, c, track.run_dir(c.config, exp.name, c.variant, opts.root), opts.tracker)
+                yield c, status, summary
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # finished cells are kept; running ones resume next time
+            raise
+
+
+def _feature_key(cell: Cell) -> tuple:
+    return cell.config.features, cell.config.data.root, cell.config.train.device
+
+
+def _inputs_read_once(cells: list[Cell]) -> dict:
+    """Every item's inputs (`train.run.Loaded`) per distinct feature setting of `cells`."""
+    import numpy as np
+
+    from pianolab.data.percepiano import load_dataset
+    from pianolab.train.run import load_items
+    from pianolab.train.trainer import pick_device
+
+    shared = {}
+    for c in cells:
+        key = _feature_key(c)
+        if key not in shared:
+            dataset = load_dataset(c.config.data.root)
+            shared[key] = load_items(c.config, dataset, np.arange(len(dataset)), pick_device(c.config.train.device))
+    return shared
+
+
+def _run_on_own_stream(exp_name: str, cell: Cell, opts: RunOptions, loaded) -> tuple[str, dict | None]:
+    import contextlib
+
+    import torch
+
+    from pianolab.train.trainer import pick_device
+
+    on_gpu = pick_device(cell.config.train.device).type == "cuda"
+    stream = torch.cuda.Stream() if on_gpu else None
+    with torch.cuda.stream(stream) if on_gpu else contextlib.nullcontext():
+        result = run_cell(exp_name, cell, opts.root, "none", loaded=loaded)
+    if stream is not None:
+        stream.synchronize()
+    return result

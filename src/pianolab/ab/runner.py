@@ -71,8 +71,9 @@ def mirror_cell(exp_name: str, cell: Cell, folder: Path, tracker: str) -> None:
     track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
 
 
-def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False):
-    """Run one cell under its lock; returns (status, summary or None)."""
+def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False, loaded=None):
+    """Run one cell under its lock; returns (status, summary or None). `loaded`: every item's inputs,
+    read once for several cells (`train.run.Loaded`)."""
     from pianolab.train.run import execute
 
     folder = track.run_dir(cell.config, exp_name, cell.variant, root)
@@ -80,7 +81,7 @@ def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: b
     if isinstance(lock, str):
         return unclaimed(lock, folder)
     try:
-        summary = execute(cell.config, folder, exp_name, cell.variant)
+        summary = execute(cell.config, folder, exp_name, cell.variant, loaded=loaded)
         mirror_cell(exp_name, cell, folder, tracker)
         return CLAIMED, summary
     finally:

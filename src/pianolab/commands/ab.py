@@ -21,8 +21,8 @@ def run(
     tracker: Annotated[str, typer.Option(help="mlflow | wandb | none")] = "mlflow",
     report: Annotated[bool, typer.Option(help="write the report when done")] = True,
     runs: Root = None,
-    backend: Annotated[str, typer.Option(help="local | packed | ray | ray_packed: how cells are "
-                                                "executed")] = "local",
+    backend: Annotated[str, typer.Option(help="local | packed | threads | ray | ray_packed: how "
+                                                "cells are executed")] = "local",
     address: Annotated[str | None, typer.Option(help="ray: cluster to use (auto or HOST:PORT; default: "
                                                 "start a local instance with --jobs tasks at once)")] = None,
     gpus_per_run: Annotated[float | None, typer.Option(min=0, help="ray: GPUs per task (a cell, or a "

@@ -17,23 +17,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 _M32 = 0xFFFFFFFF
-_KEY: list = []  # stack of (seed, step, fused, calls per salt); seed/step ints or int64 tensors
+_LOCAL = threading.local()  # per thread (cells trained as threads, `ab.backends.threads`): a stack of
+# (seed, step, fused, calls per salt); seed/step ints or int64 tensors
+
+
+def _keys() -> list:
+    if not hasattr(_LOCAL, "keys"):
+        _LOCAL.keys = []
+    return _LOCAL.keys
 
 
 @contextlib.contextmanager
 def noise_key(seed, step, fused: bool = False) -> Iterator[None]:
     """Draw training noise from (seed, step) inside the block; `fused`: compile the hash (CUDA)."""
-    _KEY.append((seed, step, fused, {}))
+    _keys().append((seed, step, fused, {}))
     try:
         yield
     finally:
-        _KEY.pop()
+        _keys().pop()
 
 
 def _fmix32(x):
@@ -48,9 +56,10 @@ def _fmix32(x):
 
 def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> torch.Tensor | None:
     """Uniform [0, 1) float32 of `shape` from the active key and `salt`; None when no key is set."""
-    if not _KEY:
+    keys = _keys()
+    if not keys:
         return None
-    seed, step, fused, calls = _KEY[-1]
+    seed, step, fused, calls = keys[-1]
     call = calls[salt] = calls.get(salt, -1) + 1
     base = _fmix32(_fmix32(seed * 0x27D4EB2F + salt * 0x165667B1 + call * 0x61C88647) + step * 0x9E3779B1)
     n = 1

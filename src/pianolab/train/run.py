@@ -10,6 +10,7 @@ its training items (`pianolab.ab.tuning`), which fits through `make_cell` and `f
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,14 +106,18 @@ class Cell:
 
 
 def execute(cfg: RunConfig, folder: Path, experiment: str = "single", variant: str = "",
-            progress: bool = False) -> dict:
-    """Run (or resume) one cell and write its folder; returns the test-set summary metrics."""
+            progress: bool = False, loaded: Loaded | None = None) -> dict:
+    """Run (or resume) one cell and write its folder; returns the test-set summary metrics. `loaded`:
+    the inputs of every item, read once for several cells (see `prepare_cell`)."""
     from pianolab.train.trainer import deterministic_kernels, pick_device
 
     device = pick_device(cfg.train.device)
-    cell = prepare_cell(cfg, folder, experiment, variant, device, progress)
+    cell = prepare_cell(cfg, folder, experiment, variant, device, progress, loaded)
     with deterministic_kernels(cfg.train.deterministic):
         return finish_cell(cell, fit_cell(cell, device))
+
+
+_GLOBAL_RNG = threading.Lock()  # held while the global generators are seeded and a model drawn from them
 
 
 @dataclass
@@ -146,7 +151,8 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     from pianolab.train.trainer import seed_everything
 
     _check_features(cfg)
-    seed_everything(cfg.train.seed)
+    with _GLOBAL_RNG:  # never between another thread's seeding and its model initialisation
+        seed_everything(cfg.train.seed)
     dataset = load_dataset(cfg.data.root)
     roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
@@ -361,8 +367,9 @@ def neural_parts(cell: Cell, device: torch.device) -> Neural:
     from pianolab.train.trainer import Tensors, Trainer, seed_everything
 
     cfg, part, targets, norm = cell.cfg, cell.part, cell.targets, cell.norm
-    seed_everything(cfg.train.seed)
-    model, shape_kw = build_model(cfg, part["train"])
+    with _GLOBAL_RNG:  # cells trained as threads: no other one draws from the seeded generator meanwhile
+        seed_everything(cfg.train.seed)
+        model, shape_kw = build_model(cfg, part["train"])
     model.to(device)
     as_target = lambda y: torch.from_numpy(_standardise(y, norm, 0.0)).float().to(device)  # noqa: E731
     train_y = torch.from_numpy(_standardise(targets["train"], norm, cfg.objective.label_smoothing))
