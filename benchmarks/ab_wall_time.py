@@ -4,7 +4,7 @@ Default: experiments/ab_wall_time.yaml (2 variants x 5 seeds x 4 folds, ultra_ti
 run with each named backend into a fresh runs root; prints wall time, cells/min and GPU utilisation
 (nvidia-smi, sampled while training), and checks that every backend gives the same per-cell scores.
 
-    python benchmarks/ab_wall_time.py [--backends local,local:8,packed] [--epochs N] [--seeds S]
+    python benchmarks/ab_wall_time.py [--backends local,local:8,threads:8,packed] [--epochs N] [--seeds S]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", type=Path, default=Path("experiments/ab_wall_time.yaml"))
     ap.add_argument("--backends", default="local,local:8,packed",
-                    help="comma list of BACKEND[:JOBS] (local:8 = eight processes sharing the GPU)")
+                    help="comma list of BACKEND[:JOBS] (local:8 = eight processes sharing the GPU, threads:8 = "
+                    "eight threads of one process, each on its own CUDA stream)")
     ap.add_argument("--epochs", type=int, default=None, help="override the experiment's epoch budget")
     ap.add_argument("--seeds", type=int, default=None, help="override the number of seeds")
     args = ap.parse_args()
