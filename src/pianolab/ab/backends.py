@@ -115,6 +115,8 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
     `train.compile` or `train.deterministic`, which set the whole process."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    import torch
+
     from pianolab.errors import PianolabError
 
     clash = next((c for c in cells if c.config.train.compile or c.config.train.deterministic), None)
@@ -122,6 +124,10 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
         raise PianolabError(f"backend 'threads' cannot run {clash.variant!r}: train.compile and "
                             "train.deterministic are settings of the whole process; use --backend local")
     shared = _inputs_read_once(cells)
+    if any(k[2] != "cpu" for k in shared) and torch.cuda.is_available():
+        from pianolab.models.noise import fused_uniform
+
+        fused_uniform()  # compile the keyed-noise kernel here, not in several threads at once
     with ThreadPoolExecutor(max(1, opts.jobs)) as pool:
         futures = {pool.submit(_run_on_own_stream, exp.name, c, opts, shared[_feature_key(c)]): c for c in cells}
         try:

@@ -65,7 +65,7 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     n = 1
     for s in shape:
         n *= s
-    uniform = _fused_uniform() if fused else None
+    uniform = fused_uniform() if fused else None
     return (uniform or _uniform)(base, n, device).view(shape)
 
 
@@ -82,8 +82,9 @@ def _uniform(base, n: int, device: torch.device) -> torch.Tensor:
 
 
 @functools.cache
-def _fused_uniform():
-    """`_uniform` compiled into one kernel, or None where torch.compile is unavailable."""
+def fused_uniform():
+    """`_uniform` compiled into one kernel, or None where torch.compile is unavailable. Compiled on first
+    use; threads that train at once call it first from one thread (compiling is not thread-safe)."""
     try:
         compiled = torch.compile(_uniform, dynamic=True)
         compiled(torch.zeros((), dtype=torch.int64, device="cuda"), 8, torch.device("cuda"))
