@@ -8,7 +8,7 @@
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
-# GUARD overrides the time limit (s) of evaluate, throughput_compile and abwall.
+# GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
 # it prints the wall time and each GPU's utilisation.
 # Packages: the wheels in .whl/, or one tarball of unpacked packages in .devsite/ (smaller: xz, Ray
@@ -74,7 +74,7 @@ for stage in "$@"; do
       guard "${GUARD:-560}" python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
     cold)
-      guard 560 python3 benchmarks/cold_start.py --backend "${BACKEND:-packed}" --jobs "${JOBS:-1}" 2>&1 \
+      guard "${GUARD:-560}" python3 benchmarks/cold_start.py --backend "${BACKEND:-packed}" --jobs "${JOBS:-1}" 2>&1 \
         | grep -v Warn | tee "$OUT/cold_start.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;

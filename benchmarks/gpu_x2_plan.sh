@@ -7,8 +7,9 @@
 #    one shard process per core (one thread each), after one process has compiled librosa's numba kernels;
 # 2. two lanes, one per GPU, each on its own half of the cores:
 #    GPU 0: the stacked hybrid (e6: hybrid vs the trees, the AST alone and the random forest), then the
-#           issue-8 A/B (ab_wall_time.yaml, 40 cells of 100 epochs) with the threads backend, 8 at once
-#           (local --jobs 8 took 495 s on this machine in the second pass);
+#           issue-8 cold start (render + log-mel from an empty cache, then ab_wall_time.yaml: 40 cells of
+#           100 epochs) with the threads backend, 8 at once (with local --jobs 8: features 22 s, cells
+#           495 s on this machine in the second pass);
 #    GPU 1: the compiled training throughput of the two larger AST sizes (the smaller two were measured
 #           in the third pass), then gpu_eval (AST and hybrid, 4 folds) and `pianolab evaluate` on it
 #           with its weights, every section; then run-to-run determinism with and without
@@ -24,7 +25,7 @@ half=$(( $(nproc) / 2 )); pin_a=""; pin_b=""
 command -v taskset > /dev/null && { pin_a="taskset -c 0-$((half - 1))"; pin_b="taskset -c $half-$((2 * half - 1))"; }
 (export CUDA_VISIBLE_DEVICES=0
  RUNS=/tmp/runs_e6 BACKEND=local JOBS=6 OUT=$R/e6 $pin_a bash $S ab:e6_stacked_hybrid
- BACKENDS=threads:8 GUARD=570 OUT=$R/abwall $pin_a bash $S abwall
+ BACKEND=threads JOBS=8 GUARD=570 OUT=$R/cold $pin_a bash $S cold
  echo "lane A done $(date +%T)") > "$R/laneA.log" 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  SIZES=ast_small,ast_medium GUARD=330 OUT=$R/laneB $pin_b bash $S throughput_compile
