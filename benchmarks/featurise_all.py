@@ -29,6 +29,9 @@ def main() -> None:
                     "processes at once; the store is safe for concurrent writers)")
     ap.add_argument("--warm-up", action="store_true", help="only compile the kinds' numba kernels into "
                     "numba's cache, then exit (run once before starting shard processes at once)")
+    ap.add_argument("--after-warm-up", type=Path, default=None, metavar="FILE",
+                    help="build the kinds that need no warm-up first, then wait for FILE (written when a "
+                    "--warm-up process is done) before the others: shards need not wait for the warm-up")
     args = ap.parse_args()
     index, count = map(int, args.shard.split("/"))
     if count > 1:  # one shard process per core: each keeps to one OpenMP/BLAS thread, set before numpy loads
@@ -37,6 +40,7 @@ def main() -> None:
 
     from pianolab.data.percepiano import load_dataset
     from pianolab.features.build import build, warm_up
+    from pianolab.features.kinds import get_kind
     from pianolab.features.store import FeatureSpec, Store
 
     paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
@@ -45,7 +49,15 @@ def main() -> None:
         warm_up(specs)
         return
     start = time.monotonic()
-    tables = build(paths, specs, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
+    early, late = specs, []
+    if args.after_warm_up is not None:
+        late = [s for s in specs if get_kind(s.kind).warm_up is not None]
+        early = [s for s in specs if s not in late]
+    tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
+    if late:
+        while not args.after_warm_up.exists():
+            time.sleep(0.2)
+        tables += build(paths, late, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
     wall = time.monotonic() - start
     for t in tables:
         print(f"{t.spec.kind:<18} computed {t.computed:>5}  cached {t.hits:>5}  skipped {len(t.skipped)}")

@@ -37,13 +37,17 @@ for stage in "$@"; do
       [ "$stage" = features_fast ] && kinds=log_mel,symbolic,symbolic_aligned
       shards=$(nproc)
       start=$(date +%s)
-      # numba's kernels compiled once, before the shards start: shards compiling them at once crash
-      python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up 2>&1 | tail -3
+      # numba's kernels compiled by one process (shards compiling them at once crash), while the shards
+      # build the kinds that need none; they start on the others once it is done
+      rm -f /tmp/warm.done
+      (python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up > /tmp/warm.log 2>&1 \
+        && touch /tmp/warm.done) &
       for i in $(seq 0 $((shards - 1))); do
         timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
-          --shard "$i/$shards" --kinds "$kinds" > "/tmp/feat-$i.log" 2>&1 &
+          --shard "$i/$shards" --kinds "$kinds" --after-warm-up /tmp/warm.done > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
+      tail -3 /tmp/warm.log
       end=$(date +%s)
       tail -n 7 /tmp/feat-0.log | tee "$OUT/featurise.txt"
       grep -h "skipped [1-9]\|Error\|Fatal" /tmp/feat-*.log | head -20 | tee -a "$OUT/featurise.txt"
