@@ -4,11 +4,11 @@ stopping the same way for all of them, so statistics and reports do not depend o
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 
 from pianolab import track
 from pianolab.ab.runner import CLAIMED, RunOptions, claim, mirror_cell, run_cell, unclaimed
@@ -36,7 +36,7 @@ def local(exp: Experiment, cells: list[Cell], opts: RunOptions):
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-@contextmanager
+@contextlib.contextmanager
 def worker_threads(jobs: int):
     """While `jobs` cells run at once, the processes spawned here get an equal share of this process's
     cores for OpenMP and BLAS (values the user set are kept). Unset, each starts one thread per core:
@@ -115,8 +115,6 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
     `train.compile` or `train.deterministic`, which set the whole process."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    import torch
-
     from pianolab.errors import PianolabError
 
     clash = next((c for c in cells if c.config.train.compile or c.config.train.deterministic), None)
@@ -124,7 +122,7 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
         raise PianolabError(f"backend 'threads' cannot run {clash.variant!r}: train.compile and "
                             "train.deterministic are settings of the whole process; use --backend local")
     shared = _inputs_read_once(cells)
-    if any(k[2] != "cpu" for k in shared) and torch.cuda.is_available():
+    if any(_on_gpu(c) for c in cells):
         from pianolab.models.noise import fused_uniform
 
         fused_uniform()  # compile the keyed-noise kernel here, not in several threads at once
@@ -163,14 +161,16 @@ def _inputs_read_once(cells: list[Cell]) -> dict:
     return shared
 
 
-def _run_on_own_stream(exp_name: str, cell: Cell, opts: RunOptions, loaded) -> tuple[str, dict | None]:
-    import contextlib
-
-    import torch
-
+def _on_gpu(cell: Cell) -> bool:
     from pianolab.train.trainer import pick_device
 
-    on_gpu = pick_device(cell.config.train.device).type == "cuda"
+    return pick_device(cell.config.train.device).type == "cuda"
+
+
+def _run_on_own_stream(exp_name: str, cell: Cell, opts: RunOptions, loaded) -> tuple[str, dict | None]:
+    import torch
+
+    on_gpu = _on_gpu(cell)
     stream = torch.cuda.Stream() if on_gpu else None
     with torch.cuda.stream(stream) if on_gpu else contextlib.nullcontext():
         result = run_cell(exp_name, cell, opts.root, "none", loaded=loaded)

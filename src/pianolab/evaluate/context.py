@@ -76,6 +76,11 @@ class Run:
         return idx, true[keep], pred[keep]
 
 
+def model_device(model):
+    """The device of a torch model's weights."""
+    return next(model.parameters()).device
+
+
 @dataclass
 class Probe:
     """A rebuilt model and a normalised batch of test items.
@@ -99,7 +104,7 @@ class Probe:
     @property
     def device(self):
         """Where the model's weights are (the probe's tensors live there too)."""
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def predict(self, batch: dict) -> np.ndarray:
         import torch

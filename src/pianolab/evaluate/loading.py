@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pianolab.data.percepiano import Dataset
-from pianolab.evaluate.context import Probe, Run
+from pianolab.evaluate.context import Probe, Run, model_device
 
 
 def load_neural(run: Run):
@@ -25,10 +25,6 @@ def load_neural(run: Run):
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model"])
     return model.to(pick_device("auto")).eval(), ckpt["norm"]
-
-
-def _device(model):
-    return next(model.parameters()).device
 
 
 def _norm(run: Run) -> dict:
@@ -82,7 +78,7 @@ def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
         import torch
 
         model, _ = load_neural(run)
-        device, fixed = _device(model), {}
+        device, fixed = model_device(model), {}
         if inputs.spec is not None:
             fixed["spec"] = torch.from_numpy((inputs.spec[keep] - norm["spec_mean"]) / norm["spec_std"]).float() \
                 .to(device)
@@ -146,10 +142,10 @@ def build_probe(run: Run, dataset: Dataset, n_items: int) -> Probe:
     batch, waves, featurise = {}, None, None
     if run.cfg.features.spectrogram:
         waves = render_waves(run, paths)
-        featurise = spectrogram_featuriser(run, norm, _device(model))
+        featurise = spectrogram_featuriser(run, norm, model_device(model))
         batch["spec"] = featurise(waves)
     if run.cfg.features.vector:  # the whole fold's features: peer columns are over all of it
         inputs = vector_inputs(run, dataset, fold, spectrogram=False).subset(np.arange(len(idx)))
-        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, run.folder)).to(_device(model))
+        batch["vector"] = torch.from_numpy(model_vector(inputs, norm, run.folder)).to(model_device(model))
     return Probe(model, batch, y, [dataset.items[i].stem for i in idx], np.asarray(norm["y_mean"]),
                  np.asarray(norm["y_std"]), waves, featurise)
