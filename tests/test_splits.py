@@ -98,3 +98,15 @@ def test_split_from_other_data_version_is_refused(dataset, tmp_path):
 def test_unknown_split_name_lists_valid(dataset):
     with pytest.raises(PianolabError, match="unknown split 'nope'; valid: .*excerpt"):
         make_split(dataset, "nope")
+
+
+def test_concurrent_cells_save_the_same_split_safely(dataset, tmp_path):
+    """The cells of a threads-backend experiment may all make the missing split at once (this raised
+    FileNotFoundError on the GPU machine when they shared one temporary file name)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    split = make_split(dataset, "excerpt", 4)
+    with ThreadPoolExecutor(8) as pool:
+        paths = set(pool.map(lambda _: save_split(split, tmp_path), range(64)))
+    assert len(paths) == 1 and load_split(paths.pop(), dataset) == split
+    assert [p.name for p in tmp_path.iterdir()] == [f"{split.id}.json"]  # no temporary file left

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pianolab.atomic import atomic_path
 from pianolab.config import RunConfig, config_hash, replace, to_dict
 from pianolab.data.percepiano import DIMENSIONS
 from pianolab.registry import Registry
@@ -88,9 +89,8 @@ def environment() -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomic JSON write."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
 
 
 def write_config(folder: Path, cfg: RunConfig) -> None:
@@ -118,9 +118,8 @@ def write_predictions(path: Path, stems: list[str], roles: list[str], pred: np.n
     df = pd.DataFrame({"stem": stems, "role": roles, "fold": fold, "seed": seed, "repeat": repeat})
     df = pd.concat([df, pd.DataFrame(pred, columns=[f"pred_{d}" for d in DIMENSIONS]),
                     pd.DataFrame(target, columns=[f"true_{d}" for d in DIMENSIONS])], axis=1)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def read_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

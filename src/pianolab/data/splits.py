@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pianolab.atomic import atomic_path
 from pianolab.data.music import music_groups
 from pianolab.data.percepiano import Dataset
 from pianolab.errors import PianolabError, fail
@@ -332,9 +333,8 @@ def save_split(split: Split, directory: Path | None = None) -> Path:
     directory = directory or splits_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{split.id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(split.to_json(), indent=1))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # cells of one experiment may save the same split at once
+        tmp.write_text(json.dumps(split.to_json(), indent=1))
     return path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pianolab.atomic import atomic_path
 from pianolab.errors import PianolabError
 from pianolab.features.kinds import get_kind
 from pianolab.features.spectrogram import LENGTH_POLICIES
@@ -130,10 +131,8 @@ class Store:
     def put(self, spec: FeatureSpec, input_sha: str, array: np.ndarray, record: dict) -> None:
         p = self.path(spec, input_sha)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.stem}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(p) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.asarray(array, dtype=np.float32), allow_pickle=False)
-        os.replace(tmp, p)
         self.append_manifest({"entry": p.stem, "path": str(p.relative_to(self.root)), "kind": spec.kind,
                               "spec_key": spec.key(), "spec": spec.relevant(), "input_sha256": input_sha,
                               "shape": list(array.shape), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pianolab.atomic import atomic_path
 from pianolab.config import RunConfig
 from pianolab.models.noise import noise_key
 from pianolab.presets import PRESETS
@@ -206,9 +207,8 @@ class Trainer:
                  "best_state": self.best_state}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
     def load_state(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
