@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_suite.sh STAGE...
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
-#         model-based sections) | throughput_compile (SIZES: a comma list of AST sizes)
+#         model-based sections; JOBS: cross-split runs at once) | throughput_compile (SIZES: a comma list of AST sizes)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
@@ -64,7 +64,8 @@ for stage in "$@"; do
       done ;;
     evaluate:*)  # evaluate a finished experiment: evaluate:NAME
       name=${stage#evaluate:}
-      guard "${GUARD:-400}" python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} 2>&1 \
+      guard "${GUARD:-400}" python3 -m pianolab evaluate "experiments/$name.yaml" ${MAX_RUNS:+--max-runs $MAX_RUNS} \
+        --jobs "${JOBS:-1}" 2>&1 \
         | tail -20 | tee "$OUT/evaluate-$name.txt"
       (cd "$RUNS/$name/evaluation" && tar czf "$OUT/$name-evaluation.tgz" .) ;;
     compare:*)  # compare:NAME: the runs in $RUNS against those in $COMPARE_WITH (cells, predictions, verdicts)

@@ -56,7 +56,8 @@ def test_evaluate_ridge_run_through_cli(runs, dataset):
     drop = nums["adversarial_examples"]["run"]
     assert next(iter(drop.values()))["mse"] > 0  # the worst case is worse
     md = (out / "evaluation.md").read_text()
-    assert "No run here used a composer split" in md and "Not applicable" in md
+    assert "No run here used the composer split, and a single run folder is not re-trained" in md
+    assert "Not applicable" in md
     assert "data:image/png;base64" in (out / "evaluation.html").read_text()
 
 
@@ -186,3 +187,42 @@ def test_run_copied_without_its_model_says_so(runs, tmp_path):
     md = paths["markdown"].read_text()
     assert md.count("Not run: 1 run folder(s) of this variant hold no trained model") == 2  # landscape, importance
     assert "Not applicable: needs a spectrogram transformer" in md  # an MLP has no rollout either way
+
+
+def test_experiment_evaluation_trains_cross_split_runs_once(tmp_path, dataset):
+    """Evaluating an experiment trains each variant on the composer and leave-one-performer-out splits
+    (resumable cells of the same experiment) and compares them with its own split."""
+    from pianolab.ab.runner import run_experiment
+    from pianolab.ab.spec import load_experiment
+    from pianolab.evaluate.suite import evaluate_target
+
+    spec = {"name": "cross", "hypothesis": "Weaker ridge regularisation fits the symbolic features better.",
+            "baseline": RIDGE, "variants": {"alpha_small": {"model.params.alpha": 0.1}}, "seeds": 1,
+            "split": {"name": "excerpt", "folds": 3}}
+    path = tmp_path / "cross.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    run_experiment(load_experiment(path), root=root, tracker="none", echo=lambda s: None)
+    paths = evaluate_target(path, ["cross_composer", "cross_performer"], runs_root=root, echo=lambda s: None)
+    nums = json.loads(paths["json"].read_text())
+    composer = nums["cross_composer"]["alpha_small"]
+    assert set(composer["by_test_group"]) == {"Beethoven", "Schubert"}
+    assert -1 < composer["mean_pearson"] < composer["own_split_pearson"] < 1  # unseen composer is harder
+    performers = nums["cross_performer"]["baseline"]["by_test_group"]
+    assert len(performers) == 20 and "deadpan" not in performers
+    done = sorted(p.parent for p in (root / "cross").glob("*/*/*/meta.json"))
+    assert len(done) == 2 * (3 + 2 + 20)  # 2 variants x (own 3 folds + 2 composers + 20 performers)
+    for folder in done:  # the composer figures, recomputed by hand from the variant's run folders
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        if cfg["data"]["split"] == "composer" and cfg["model"]["params"].get("alpha") == 0.1:
+            rows, pred, true = track.read_predictions(folder / "predictions.parquet")
+            test = (rows["role"] == "test").to_numpy()
+            composers = set(dataset.column("composer")[[dataset.index[s] for s in rows["stem"][test]]])
+            (name,) = composers
+            ref = compute_metrics(["pearson"], true[test], pred[test])["pearson"].value
+            assert composer["by_test_group"][name] == pytest.approx(ref)
+    started = {p: json.loads((p / "meta.json").read_text())["started"] for p in done}
+    evaluate_target(path, ["cross_composer"], runs_root=root, echo=lambda s: None)  # nothing re-trained
+    assert {p: json.loads((p / "meta.json").read_text())["started"] for p in done} == started
+    md = paths["markdown"].read_text()
+    assert "on the experiment's own split" in md and (paths["markdown"].parent / "composer.png").is_file()

@@ -163,8 +163,7 @@ def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tra
 
     BACKENDS.get(backend)  # an unknown name fails before any work
     opts = RunOptions(backend=backend, jobs=jobs, root=root, tracker=tracker, **backend_opts)
-    if any(not track.is_done(cell_dir(exp, c, root)) for c in exp.cells()):
-        prebuild_features(exp)
+    _prebuild_if_needed(exp, exp.cells(), root)
     active = exp.variant_names
     progress = Progress(total=len(exp.cells()), echo=echo)
     if not exp.early_stop_min_seeds:  # no sequential rule: the backend gets every cell at once
@@ -180,6 +179,17 @@ def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tra
                 echo(f"early stop: {v} (corrected upper bound below baseline - ROPE after {seed + 1} seeds)")
             active = [v for v in active if v not in stopped]
     return active
+
+
+def run_cells(exp: Experiment, cells: list[Cell], opts: RunOptions, echo=print) -> None:
+    """Run these cells of `exp` (skipping finished ones) with the options' backend."""
+    _prebuild_if_needed(exp, cells, opts.root)
+    _run_batch(exp, cells, opts, Progress(total=len(cells), echo=echo))
+
+
+def _prebuild_if_needed(exp: Experiment, cells: list[Cell], root: Path | None) -> None:
+    if any(not track.is_done(cell_dir(exp, c, root)) for c in cells):
+        prebuild_features(exp)
 
 
 def _early_stopped(exp: Experiment, active: list[str], seeds_done: int, root) -> list[str]:

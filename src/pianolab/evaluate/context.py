@@ -81,6 +81,16 @@ def model_device(model):
     return next(model.parameters()).device
 
 
+@dataclass(frozen=True)
+class CrossRuns:
+    """What an experiment's evaluation needs to train runs on another split (`cross_split`): the
+    experiment, how its cells run (`pianolab.ab.runner.RunOptions`) and a progress printer."""
+
+    experiment: object
+    options: object
+    echo: Callable[[str], None] = print
+
+
 @dataclass
 class Probe:
     """A rebuilt model and a normalised batch of test items.
@@ -125,6 +135,7 @@ class Context:
     max_runs: int = 2
     probe_items: int = 32
     baseline: str | None = None
+    cross: CrossRuns | None = None
     probes: dict[Path, Probe] = field(default_factory=dict)
     vector_probes: dict[Path, object] = field(default_factory=dict)
 

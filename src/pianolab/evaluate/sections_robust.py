@@ -2,7 +2,8 @@
 
 Audio conditions re-render nothing: the run's test items are rendered once (`Probe.waves`), the
 transform is applied to the audio, and the spectrogram is recomputed exactly as the feature store
-makes it. Cross-composer / cross-performer are split choices, reported from runs that used them.
+makes it. Cross-composer / cross-performer compare runs on those splits (for an experiment, trained
+by the evaluation itself: `cross_split`) with the same variant on the experiment's own split.
 """
 
 from __future__ import annotations
@@ -172,42 +173,69 @@ def adversarial_section(ctx: Context) -> SectionResult:
                         "feature's test-fold range (`feature_worst_case`).", "Not applicable.")
 
 
-def _split_section(ctx: Context, splits: tuple[str, ...], by: str, how: str) -> SectionResult:
-    from pianolab.evaluate.metrics import compute_metrics
+def _split_section(ctx: Context, split: str, by: str, how: str) -> SectionResult:
+    """Per-run metrics of each variant's runs on `split` (trained now for an experiment, see
+    `cross_split`), against the same variant on the experiment's own split, with a bar plot."""
+    from pianolab.evaluate.cross_split import split_runs
 
     groups = ctx.dataset.column(by)
     res = SectionResult()
-    for v in ctx.variants:
-        runs = [r for r in ctx.runs[v] if r.cfg.data.split in splits]
-        if not runs:
+    runs = split_runs(ctx, split)
+    fig, axes = plots.figure(panel=(max(5.0, 0.45 * max(map(len, runs.values()), default=1) + 2), 3.2))
+    width, labels = 0.8 / max(1, len(runs)), []
+    for i, (v, v_runs) in enumerate(runs.items()):
+        if not v_runs:
             continue
         rows = []
-        for r in runs:
+        for r in v_runs:
             idx, yt, yp = r.predictions(ctx.dataset)
-            m = compute_metrics(["pearson", "r2"], yt, yp)
-            rows.append([f"seed {r.cell[0]} fold {r.cell[1]}", ", ".join(sorted(set(groups[idx]))), len(idx),
-                         m["pearson"].value, m["r2"].value])
-        res.numbers[v] = {row[1]: row[3] for row in rows}
-        res.lines += ["", f"### {v} (split `{runs[0].cfg.data.split}`)", ""] + md_table(
+            m = _per_run(yt, yp)
+            rows.append([f"fold {r.cell[1]}", ", ".join(sorted(set(groups[idx]))), len(idx), m["pearson"], m["r2"]])
+        own = [_per_run(*r.predictions(ctx.dataset)[1:])["pearson"] for r in ctx.runs[v]
+               if r.cfg.data.split != split]
+        reference = float(np.mean(own)) if own else float("nan")
+        res.numbers[v] = {"by_test_group": {row[1]: row[3] for row in rows}, "own_split_pearson": reference,
+                          "mean_pearson": float(np.mean([row[3] for row in rows]))}
+        res.lines += ["", f"### {v} (split `{split}`, training seed {v_runs[0].cell[0]})", ""] + md_table(
             ["run", f"test {by}", "items", "pearson", "r2"], rows)
+        if own:
+            res.lines += ["", f"Mean Pearson {res.numbers[v]['mean_pearson']:.4f} here vs {reference:.4f} on "
+                          f"the experiment's own split (mean over its {len(own)} runs): drop "
+                          f"{reference - res.numbers[v]['mean_pearson']:+.4f}."]
+        bars = axes[0, 0].bar(np.arange(len(rows)) + i * width, [row[3] for row in rows], width, label=v)
+        if own:
+            axes[0, 0].axhline(reference, ls="--", lw=1, color=bars.patches[0].get_facecolor())
+        labels = [row[1][:14] for row in rows]
     if not res.numbers:
-        res.lines = [f"No run here used a {' / '.join(splits)} split. {how}"]
+        res.lines = [f"No run here used the {split} split, and a single run folder is not re-trained. {how}"]
+        return res
+    axes[0, 0].set_xticks(np.arange(len(labels)) + (len(runs) - 1) * width / 2, labels, rotation=60,
+                          ha="right", fontsize=7)
+    axes[0, 0].set(ylabel="mean per-dimension Pearson", title=f"test {by} (dashed: the variant on its own split)")
+    axes[0, 0].legend(fontsize=7)
+    path = plots.save(fig, ctx.out, split)
+    res.plots.append(path)
+    res.lines += ["", image(ctx, path)]
     return res
+
+
+def _per_run(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from pianolab.evaluate.metrics import compute_metrics
+
+    return {k: m.value for k, m in compute_metrics(["pearson", "r2"], y, pred).items()}
 
 
 @SECTIONS.register("cross_composer")
 def cross_composer_section(ctx: Context) -> SectionResult:
-    """Train on one composer, test on the other, from runs that used the `composer` split."""
-    return _split_section(ctx, ("composer",), "composer",
-                          "Run it with `pianolab train CONFIG --set data.split=composer --fold 0` and `--fold 1` "
-                          "(Beethoven → Schubert and back), or an experiment with `split: {name: composer, "
-                          "folds: 2}`, then evaluate that run or experiment; compare with `metrics`.")
+    """Train on one composer, test on the other (Beethoven -> Schubert and back)."""
+    return _split_section(ctx, "composer", "composer",
+                          "Evaluate the experiment file instead, or run `pianolab train CONFIG --set "
+                          "data.split=composer --fold 0` and `--fold 1` and evaluate those runs.")
 
 
 @SECTIONS.register("cross_performer")
 def cross_performer_section(ctx: Context) -> SectionResult:
-    """Leave-one-performer-out, from runs that used that split."""
-    return _split_section(ctx, ("leave_one_performer_out", "performer"), "performer",
-                          "Run it with `pianolab train CONFIG --set data.split=leave_one_performer_out --fold K` "
-                          "for each performer K, or an experiment with `split: {name: leave_one_performer_out}`, "
-                          "then evaluate it; compare with `metrics`.")
+    """Leave one performer out: every human performer's renditions tested by a model that never heard them."""
+    return _split_section(ctx, "leave_one_performer_out", "performer",
+                          "Evaluate the experiment file instead, or run `pianolab train CONFIG --set "
+                          "data.split=leave_one_performer_out --fold K` for each performer K and evaluate those.")

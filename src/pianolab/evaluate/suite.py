@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pianolab import track
 from pianolab.errors import PianolabError
-from pianolab.evaluate.context import Context, Run
+from pianolab.evaluate.context import Context, CrossRuns, Run
 
 GROUPS = {
     "diagnostics": ("learning_curves", "gradient_analysis", "loss_landscape", "attention_rollout",
@@ -53,8 +53,11 @@ def sections_in_order(names) -> list[str]:
 
 
 def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs: int,
-                probe_items: int) -> tuple[Context, str]:
-    """Context and title for a run folder or an experiment YAML."""
+                probe_items: int, jobs: int = 1, backend: str = "local",
+                echo: Callable[[str], None] = print) -> tuple[Context, str]:
+    """Context and title for a run folder or an experiment YAML (whose cross-split runs, if the
+    sections need them, are trained with `jobs` cells at once on `backend`)."""
+    from pianolab.ab.runner import RunOptions
     from pianolab.data.percepiano import load_dataset
 
     target = Path(target)
@@ -65,7 +68,8 @@ def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs
         runs = experiment_runs(exp, runs_root)
         dataset = load_dataset(exp.config(BASELINE).data.root)
         out = out or (runs_root or track.runs_root()) / exp.name / "evaluation"
-        return Context(runs, dataset, Path(out), max_runs, probe_items, baseline=BASELINE), f"{exp.name}"
+        cross = CrossRuns(exp, RunOptions(backend=backend, jobs=jobs, root=runs_root, tracker="none"), echo)
+        return Context(runs, dataset, Path(out), max_runs, probe_items, baseline=BASELINE, cross=cross), exp.name
     run = Run.load(target)
     out = out or run.folder / "evaluation"
     return Context({"run": [run]}, load_dataset(run.cfg.data.root), Path(out), max_runs, probe_items), str(target)
@@ -117,10 +121,10 @@ def _jsonable(x):
 
 def evaluate_target(target: Path, only: Sequence[str] | None = None, out: Path | None = None,
                     runs_root: Path | None = None, max_runs: int = 2, probe_items: int = 32,
-                    echo: Callable[[str], None] = print) -> dict:
+                    echo: Callable[[str], None] = print, jobs: int = 1, backend: str = "local") -> dict:
     """`pianolab evaluate TARGET`: the whole pipeline; returns the written paths."""
     names = section_names(only)
-    ctx, title = context_for(target, out, runs_root, max_runs, probe_items)
+    ctx, title = context_for(target, out, runs_root, max_runs, probe_items, jobs, backend, echo)
     return evaluate(ctx, title, names, echo)
 
 
