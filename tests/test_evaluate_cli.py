@@ -57,6 +57,7 @@ def test_evaluate_ridge_run_through_cli(runs, dataset):
     assert next(iter(drop.values()))["mse"] > 0  # the worst case is worse
     md = (out / "evaluation.md").read_text()
     assert "No run here used the composer split, and a single run folder is not re-trained" in md
+    assert "tested on one performer it never heard" in md
     assert "Not applicable" in md
     assert "data:image/png;base64" in (out / "evaluation.html").read_text()
 

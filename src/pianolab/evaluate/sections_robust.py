@@ -173,13 +173,13 @@ def adversarial_section(ctx: Context) -> SectionResult:
                         "feature's test-fold range (`feature_worst_case`).", "Not applicable.")
 
 
-def _split_section(ctx: Context, split: str, by: str, how: str) -> SectionResult:
+def _split_section(ctx: Context, split: str, by: str, how: str, note: str) -> SectionResult:
     """Per-run metrics of each variant's runs on `split` (trained now for an experiment, see
     `cross_split`), against the same variant on the experiment's own split, with a bar plot."""
     from pianolab.evaluate.cross_split import split_runs
 
     groups = ctx.dataset.column(by)
-    res = SectionResult()
+    res = SectionResult(lines=[note])
     runs = split_runs(ctx, split)
     fig, axes = plots.figure(panel=(max(5.0, 0.45 * max(map(len, runs.values()), default=1) + 2), 3.2))
     width, labels = 0.8 / max(1, len(runs)), []
@@ -207,7 +207,7 @@ def _split_section(ctx: Context, split: str, by: str, how: str) -> SectionResult
             axes[0, 0].axhline(reference, ls="--", lw=1, color=bars.patches[0].get_facecolor())
         labels = [row[1][:14] for row in rows]
     if not res.numbers:
-        res.lines = [f"No run here used the {split} split, and a single run folder is not re-trained. {how}"]
+        res.lines += ["", f"No run here used the {split} split, and a single run folder is not re-trained. {how}"]
         return res
     axes[0, 0].set_xticks(np.arange(len(labels)) + (len(runs) - 1) * width / 2, labels, rotation=60,
                           ha="right", fontsize=7)
@@ -230,7 +230,9 @@ def cross_composer_section(ctx: Context) -> SectionResult:
     """Train on one composer, test on the other (Beethoven -> Schubert and back)."""
     return _split_section(ctx, "composer", "composer",
                           "Evaluate the experiment file instead, or run `pianolab train CONFIG --set "
-                          "data.split=composer --fold 0` and `--fold 1` and evaluate those runs.")
+                          "data.split=composer --fold 0` and `--fold 1` and evaluate those runs.",
+                          "Each model is trained on one composer's excerpts only and tested on the other's: "
+                          "unseen music and an unseen style, with half the data or less.")
 
 
 @SECTIONS.register("cross_performer")
@@ -238,4 +240,8 @@ def cross_performer_section(ctx: Context) -> SectionResult:
     """Leave one performer out: every human performer's renditions tested by a model that never heard them."""
     return _split_section(ctx, "leave_one_performer_out", "performer",
                           "Evaluate the experiment file instead, or run `pianolab train CONFIG --set "
-                          "data.split=leave_one_performer_out --fold K` for each performer K and evaluate those.")
+                          "data.split=leave_one_performer_out --fold K` for each performer K and evaluate those.",
+                          "Each model is tested on one performer it never heard. It has heard the other "
+                          "performers play the same excerpts, which an excerpt split never allows: a figure "
+                          "above the own-split one here means the music was familiar, not that the "
+                          "performer did not matter.")
