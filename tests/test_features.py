@@ -91,6 +91,26 @@ def test_aligned_deadpan_vs_human(dataset):
         assert h["tempo_log_std"] > 0.03
 
 
+def test_compiled_dtw_takes_the_path_of_parangonars_python_dtw(dataset):
+    """The aligner's coarse DTW, on the piano rolls it is given (score vs a human performance), on
+    random binary rolls, and on silent rolls where every step ties (only the tie order decides)."""
+    from parangonar.dp.dtw import DTW
+    from partitura.utils.music import compute_pianoroll
+
+    from pianolab.features.aligned import CompiledDTW, performance_array, score_array
+
+    item = next(it for it in dataset.items if it.group == GROUP and it.player not in ("Score", "Score2"))
+    rolls = [compute_pianoroll(arr, time_div=16, remove_drums=False).toarray().T
+             for arr in (score_array(read_notes(score_midi_path(dataset.root, GROUP))),
+                         performance_array(read_notes(item.midi_path)))]
+    rng = np.random.default_rng(0)
+    for x, y in (rolls, ((rng.random((60, 88)) > 0.9) * 1.0, (rng.random((70, 88)) > 0.9) * 1.0),
+                 (np.zeros((6, 88)), np.zeros((9, 88)))):
+        cost, path = DTW(metric="euclidean")(x, y)
+        fast_cost, fast_path = CompiledDTW()(x, y)
+        assert np.array_equal(np.asarray(path), np.asarray(fast_path)) and fast_cost == pytest.approx(cost)
+
+
 def test_select_top_k_finds_informative_columns():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 10))
