@@ -3,8 +3,9 @@
 Alignment: parangonar's `AutomaticNoteMatcher` (symbolic note matching) between the score note array
 (from the excerpt group's score MIDI, positions in quarter notes) and the performance note array. Only
 `match` pairs are used. Its coarse piano-roll DTW runs on parangonar's numba-compiled weighted DTW with
-unit weights (`CompiledDTW`: the same path as its pure-Python default, about 4x faster per clip; the
-matcher's own output varies slightly from call to call either way).
+unit weights (`CompiledDTW`: the same path as its pure-Python default, about 4x faster per clip). The
+matcher draws note combinations from numpy's global generator, seeded for each match (and restored
+after), so a performance always gets the same alignment.
 A "score onset" is a distinct score position; its performed time is the median onset of its matched
 notes. Beat period bp = d(performed time) / d(score quarters) between a score onset and the first onset
 at least `BEAT` quarters later (s per quarter; beat level, so grace notes and tiny score intervals do
@@ -105,6 +106,8 @@ def match(score: MidiNotes, perf: MidiNotes, path: Path | str = "") -> np.ndarra
     import parangonar
 
     logging.getLogger("parangonar").setLevel(logging.ERROR)
+    state = np.random.get_state()
+    np.random.seed(0)  # the matcher samples note combinations from numpy's global generator
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -112,6 +115,8 @@ def match(score: MidiNotes, perf: MidiNotes, path: Path | str = "") -> np.ndarra
                 score_array(score), performance_array(perf), verbose_time=False)
     except Exception as e:  # noqa: BLE001 - third-party matcher: report any failure as this file's
         raise fail(path, f"score alignment failed ({e.__class__.__name__}: {e})") from None
+    finally:
+        np.random.set_state(state)
     rows = [(int(p["score_id"][1:]), int(p["performance_id"][1:])) for p in pairs if p["label"] == "match"]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 

@@ -109,7 +109,8 @@ def register_all() -> None:
     from pianolab.features.symbolic import SYMBOLIC_NAMES
 
     FEATURE_KINDS.add("symbolic", FeatureKind("symbolic", "midi", MIDI_FIELDS, 1, SYMBOLIC_NAMES, _symbolic))
-    FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 1,
+    # version 2: the aligner's random draws are seeded (version 1 could differ from call to call)
+    FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 2,
                                                       SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned))
     FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
                                                        SYMBOLIC_NAMES, _symbolic_relative))
