@@ -112,7 +112,9 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
     """`jobs` cells at once as threads of this process, each on its own CUDA stream: the kernels of
     small models overlap on one GPU (separate processes only take turns on it), and every item's
     inputs are read from the feature store once per feature setting, not once per cell. Not with
-    `train.compile` or `train.deterministic`, which set the whole process."""
+    `train.compile` or `train.deterministic`, which set the whole process. Measured faster than `local`
+    on the CPU but ~3x slower on an H200 (launch-bound small models, one interpreter lock:
+    docs/benchmarks.md)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from pianolab.errors import PianolabError
