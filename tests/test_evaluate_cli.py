@@ -227,3 +227,4 @@ def test_experiment_evaluation_trains_cross_split_runs_once(tmp_path, dataset):
     assert {p: json.loads((p / "meta.json").read_text())["started"] for p in done} == started
     md = paths["markdown"].read_text()
     assert "on the experiment's own split" in md and (paths["markdown"].parent / "composer.png").is_file()
+    assert "Paired against `baseline` (Pearson per fold of the composer split" in md

@@ -51,9 +51,10 @@ def mean_sd(values: Sequence[float]) -> str:
 
 
 def paired_lines(ctx: Context, cells: dict[str, dict[tuple[int, int], float]], label: str,
-                 higher_is_better: bool = True) -> list[str]:
+                 higher_is_better: bool = True, runs: dict | None = None) -> list[str]:
     """Corrected repeated-CV t-test of each variant against the baseline on matched (seed, fold)
-    cells, as the A/B report does for the primary metric; empty when there is nothing to pair."""
+    cells, as the A/B report does for the primary metric; empty when there is nothing to pair.
+    `runs` (default: the context's) give the training and test sizes of the correction."""
     from pianolab.ab import stats
 
     base = ctx.baseline
@@ -66,9 +67,9 @@ def paired_lines(ctx: Context, cells: dict[str, dict[tuple[int, int], float]], l
             continue
         sign = 1.0 if higher_is_better else -1.0
         d = np.array([[sign * (vals[c] - cells[base][c]) for c in common]])
-        runs = ctx.runs[v]
-        n_train = np.mean([r.meta["n_train"] + r.meta.get("n_val", 0) for r in runs])
-        n_test = np.mean([r.meta["n_test"] for r in runs])
+        v_runs = (runs or ctx.runs)[v]
+        n_train = np.mean([r.meta["n_train"] + r.meta.get("n_val", 0) for r in v_runs])
+        n_test = np.mean([r.meta["n_test"] for r in v_runs])
         t = stats.corrected_t_test(d, n_train, n_test)
         rows.append([v, len(common), float(t.mean), f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", f"{t.p:.3g}"])
     if not rows:

@@ -182,7 +182,7 @@ def _split_section(ctx: Context, split: str, by: str, how: str, note: str) -> Se
     res = SectionResult(lines=[note])
     runs = split_runs(ctx, split)
     fig, axes = plots.figure(panel=(max(5.0, 0.45 * max(map(len, runs.values()), default=1) + 2), 3.2))
-    width, labels = 0.8 / max(1, len(runs)), []
+    width, labels, per_fold = 0.8 / max(1, len(runs)), [], {}
     for i, (v, v_runs) in enumerate(runs.items()):
         if not v_runs:
             continue
@@ -196,6 +196,7 @@ def _split_section(ctx: Context, split: str, by: str, how: str, note: str) -> Se
         reference = float(np.mean(own)) if own else float("nan")
         res.numbers[v] = {"by_test_group": {row[1]: row[3] for row in rows}, "own_split_pearson": reference,
                           "mean_pearson": float(np.mean([row[3] for row in rows]))}
+        per_fold[v] = {r.cell: row[3] for r, row in zip(v_runs, rows, strict=True)}
         res.lines += ["", f"### {v} (split `{split}`, training seed {v_runs[0].cell[0]})", ""] + md_table(
             ["run", f"test {by}", "items", "pearson", "r2"], rows)
         if own:
@@ -209,6 +210,7 @@ def _split_section(ctx: Context, split: str, by: str, how: str, note: str) -> Se
     if not res.numbers:
         res.lines += ["", f"No run here used the {split} split, and a single run folder is not re-trained. {how}"]
         return res
+    res.lines += paired_lines(ctx, per_fold, f"Pearson per fold of the {split} split", runs=runs)
     axes[0, 0].set_xticks(np.arange(len(labels)) + (len(runs) - 1) * width / 2, labels, rotation=60,
                           ha="right", fontsize=7)
     axes[0, 0].set(ylabel="mean per-dimension Pearson", title=f"test {by} (dashed: the variant on its own split)")
