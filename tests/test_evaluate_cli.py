@@ -170,6 +170,7 @@ def test_experiment_evaluation_via_ab_report(tmp_path):
     nums = json.loads((out / "evaluation.json").read_text())
     cal = nums["advanced"]["alpha_small"]["confidence_calibration"]
     assert cal is not None and 0 <= cal["coverage"]["0.9"] <= 1  # spread over the 2 seeds
+    assert (out / "advanced.png").is_file() and "![advanced](advanced.png)" in md
 
 
 def test_run_copied_without_its_model_says_so(runs, tmp_path):

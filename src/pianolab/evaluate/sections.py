@@ -177,7 +177,39 @@ def advanced_section(ctx: Context) -> SectionResult:
         nums["confidence_calibration"] = cal
         res.numbers[v] = nums
         res.lines += ["", f"### {v}", ""] + md_table(["metric", "value", "note"], rows) + cal_lines
+        res.numbers[v]["chance"] = {n: out[n][0].details["chance"] for n in ("top_k_accuracy", "top_k_accuracy@3")}
+    path = _advanced_plot(ctx, res.numbers)
+    res.plots.append(path)
+    res.lines += ["", image(ctx, path)]
     return res
+
+
+def _advanced_plot(ctx: Context, numbers: dict) -> Path:
+    """Ranking accuracies against chance, and seed-ensemble interval coverage against nominal."""
+    fig, axes = plots.figure(1, 2)
+    names = ("top_k_accuracy", "top_k_accuracy@3", "pairwise_ranking_accuracy")
+    chance = next(iter(numbers.values()))["chance"] | {"pairwise_ranking_accuracy": 0.5}
+    width = 0.8 / len(numbers)
+    for i, (v, nums) in enumerate(numbers.items()):
+        axes[0, 0].bar(np.arange(len(names)) + i * width, [nums[n] for n in names], width, label=v)
+        cal = nums.get("confidence_calibration")
+        if cal:
+            levels = list(cal["coverage"])
+            axes[0, 1].plot(levels, [cal["coverage"][p] for p in levels], "o-", label=v)
+    axes[0, 0].scatter(np.arange(len(names)) + (len(numbers) - 1) * width / 2, [chance[n] for n in names],
+                       marker="_", s=400, color="k", label="chance", zorder=3)
+    axes[0, 0].set_xticks(np.arange(len(names)) + (len(numbers) - 1) * width / 2,
+                          ["top-1 in excerpt", "top-3 in excerpt", "pairwise order"], fontsize=8)
+    axes[0, 0].set(ylabel="accuracy", title="ranking within excerpt groups")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 1].plot([0, 1], [0, 1], "k--", lw=1)
+    axes[0, 1].set(xlabel="nominal coverage", ylabel="empirical coverage", xlim=(0, 1), ylim=(0, 1),
+                   title="intervals from the spread over seeds")
+    if any(n.get("confidence_calibration") for n in numbers.values()):
+        axes[0, 1].legend(fontsize=7)
+    else:
+        axes[0, 1].text(0.5, 0.5, "one seed: no spread", ha="center")
+    return plots.save(fig, ctx.out, "advanced")
 
 
 def _calibration(ctx: Context, v: str, oof: dict) -> tuple[list[str], dict | None]:
