@@ -214,6 +214,7 @@ def test_experiment_evaluation_trains_cross_split_runs_once(tmp_path, dataset):
     assert len(performers) == 20 and "deadpan" not in performers
     done = sorted(p.parent for p in (root / "cross").glob("*/*/*/meta.json"))
     assert len(done) == 2 * (3 + 2 + 20)  # 2 variants x (own 3 folds + 2 composers + 20 performers)
+    checked = set()
     for folder in done:  # the composer figures, recomputed by hand from the variant's run folders
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         if cfg["data"]["split"] == "composer" and cfg["model"]["params"].get("alpha") == 0.1:
@@ -223,6 +224,8 @@ def test_experiment_evaluation_trains_cross_split_runs_once(tmp_path, dataset):
             (name,) = composers
             ref = compute_metrics(["pearson"], true[test], pred[test])["pearson"].value
             assert composer["by_test_group"][name] == pytest.approx(ref)
+            checked.add(name)
+    assert checked == {"Beethoven", "Schubert"}
     started = {p: json.loads((p / "meta.json").read_text())["started"] for p in done}
     evaluate_target(path, ["cross_composer"], runs_root=root, echo=lambda s: None)  # nothing re-trained
     assert {p: json.loads((p / "meta.json").read_text())["started"] for p in done} == started
