@@ -31,7 +31,9 @@ def main() -> None:
                     "numba's cache, then exit (run once before starting shard processes at once)")
     ap.add_argument("--after-warm-up", type=Path, default=None, metavar="FILE",
                     help="build the kinds that need no warm-up first, then wait for FILE (written when a "
-                    "--warm-up process is done) before the others: shards need not wait for the warm-up")
+                    "--warm-up process is done) before the others: shards need not wait for the warm-up. "
+                    "Every kind that reads the render waits with those that need the warm-up, so that each "
+                    "clip is rendered once")
     args = ap.parse_args()
     index, count = map(int, args.shard.split("/"))
     if count > 1:  # one shard process per core: each keeps to one OpenMP/BLAS thread, set before numpy loads
@@ -51,7 +53,8 @@ def main() -> None:
     start = time.monotonic()
     early, late = specs, []
     if args.after_warm_up is not None:
-        late = [s for s in specs if get_kind(s.kind).warm_up is not None]
+        if any(get_kind(s.kind).warm_up is not None for s in specs):
+            late = [s for s in specs if get_kind(s.kind).input == "audio"]
         early = [s for s in specs if s not in late]
     tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
     if late:
