@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from pianolab.data.music import score_midi_path
 from pianolab.features.aligned import ALIGNED_NAMES, score_aligned_features
@@ -12,6 +13,7 @@ from pianolab.features.spectrogram import LENGTH_POLICIES, SPECTROGRAMS, compute
 from pianolab.features.symbolic import SYMBOLIC_DOCS, SYMBOLIC_NAMES, performance_features
 
 SR, FR = 16000, 100
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # torch paths that must equal numpy's
 GROUP = "Schubert_D960_mv3_8bars_12"
 
 
@@ -174,5 +176,9 @@ def test_harmonic_ratio_equals_librosa_hpss():
         assert harmonic_ratio(np.abs(s)) == pytest.approx(want, abs=1e-6)
         mag = np.abs(s)
         for axis, size in ((1, (1, 31)), (0, (31, 1))):
-            assert np.array_equal(median_filter(mag, 31, axis), scipy.ndimage.median_filter(mag, size, mode="reflect"))
+            want_median = scipy.ndimage.median_filter(mag, size, mode="reflect")
+            assert np.array_equal(median_filter(mag, 31, axis), want_median)
+            for device in DEVICES:  # the torch path (the GPU's in the feature store when there is one)
+                assert np.array_equal(median_filter(mag, 31, axis, device=device), want_median)
+        assert all(harmonic_ratio(mag, device=d) == harmonic_ratio(mag) for d in DEVICES)
     assert harmonic_ratio(np.zeros((1025, 40), np.float32)) == 0.0

@@ -43,8 +43,10 @@ def _message(path: Path, e: Exception) -> str:
     return text if str(path) in text else f"{path}: {text}"
 
 
-def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bool) -> dict:
-    """-> {'out': {spec_idx: array}, 'waves': {spec_idx: wave}, 'errors': {spec_idx: msg}, 'records'}."""
+def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bool,
+          device: str | None = None) -> dict:
+    """-> {'out': {spec_idx: array}, 'waves': {spec_idx: wave}, 'errors': {spec_idx: msg}, 'records'}.
+    `device`: where the non-spectrogram audio kinds may do their array work (None: numpy)."""
     from pianolab.render.augment import augmented_bytes
     from pianolab.render.renderers import make_renderer
 
@@ -71,7 +73,7 @@ def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bo
             if isinstance(wave, Exception):
                 raise wave
             if not kind.spectrogram:
-                out[idx] = kind.compute(wave, spec)
+                out[idx] = kind.compute(wave, spec, device)
                 continue
             policy = LENGTH_POLICIES.get(spec.length_policy)
             cut = policy(wave, spec.sample_rate, spec.seconds, spec.max_seconds)
@@ -176,7 +178,7 @@ def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, devi
                 raise
     else:
         for i, todo in pending.items():
-            collect(i, _work(paths[i], todo, here))
+            collect(i, _work(paths[i], todo, here, None if here else device))
             bar.update(1)
     flush()
     bar.close()

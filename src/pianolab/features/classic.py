@@ -25,7 +25,8 @@ N_FFT, HOP = 2048, 512
 STATS = ("mean", "std", "p10", "p50", "p90")
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-CLASSIC_SETS: Registry[tuple[Callable[[np.ndarray, int], dict[str, float]], ...]] = Registry("classic set")
+# each descriptor function: (wave, sample rate, device for array work or None) -> {name: value}
+CLASSIC_SETS: Registry[tuple[Callable[..., dict[str, float]], ...]] = Registry("classic set")
 
 
 def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
@@ -36,7 +37,7 @@ def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
     return dict(zip([f"{prefix}_{s}" for s in STATS], [x.mean(), x.std(), p10, p50, p90], strict=True))
 
 
-def spectral(y: np.ndarray, sr: int) -> dict[str, float]:
+def spectral(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
     import librosa
 
     s = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
@@ -45,14 +46,14 @@ def spectral(y: np.ndarray, sr: int) -> dict[str, float]:
             **_stats("bandwidth", librosa.feature.spectral_bandwidth(S=s, sr=sr))}
 
 
-def mfcc(y: np.ndarray, sr: int) -> dict[str, float]:
+def mfcc(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
     import librosa
 
     m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13, n_fft=N_FFT, hop_length=HOP, n_mels=128)
     return {k: v for i in range(13) for k, v in _stats(f"mfcc{i}", m[i]).items()}
 
 
-def temporal(y: np.ndarray, sr: int) -> dict[str, float]:
+def temporal(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
     import librosa
 
     env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP)
@@ -65,21 +66,29 @@ def temporal(y: np.ndarray, sr: int) -> dict[str, float]:
             "beat_ioi_cv": cv, **_stats("onset_strength", env), **_stats("rms", rms)}
 
 
-def median_filter(x: np.ndarray, width: int, axis: int) -> np.ndarray:
+def median_filter(x: np.ndarray, width: int, axis: int, device: str | None = None) -> np.ndarray:
     """Median over an odd `width` along `axis`, edges mirrored as scipy.ndimage's "reflect" (numpy's
     "symmetric"): the values of `scipy.ndimage.median_filter`, by a partial sort of sliding windows
-    (about 2x faster)."""
+    (about 2x faster), or with torch on `device` (a median is one of the window's values, so every
+    device gives the same array)."""
     pad = [(0, 0)] * x.ndim
     pad[axis] = (width // 2, width // 2)
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="symmetric"), width, axis=axis)
+    padded = np.pad(x, pad, mode="symmetric")
+    if device is not None:
+        import torch
+
+        windows = torch.from_numpy(padded).to(device).unfold(axis, width, 1)
+        return windows.median(dim=-1).values.cpu().numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=axis)
     return np.partition(windows, width // 2, axis=-1)[..., width // 2]
 
 
-def harmonic_ratio(mag: np.ndarray, kernel: int = 31) -> float:
+def harmonic_ratio(mag: np.ndarray, kernel: int = 31, device: str | None = None) -> float:
     """Share of the power in the harmonic part of librosa's HPSS (median filters of `kernel` bins /
     frames, soft Wiener masks of power 2, margin 1) of the magnitude spectrogram `mag` (freq, time),
-    without building the complex harmonic and percussive spectrograms."""
-    harm, perc = median_filter(mag, kernel, axis=1), median_filter(mag, kernel, axis=0)
+    without building the complex harmonic and percussive spectrograms; the filters run on `device`
+    (a torch device) when one is given."""
+    harm, perc = median_filter(mag, kernel, axis=1, device=device), median_filter(mag, kernel, axis=0, device=device)
     z = np.maximum(harm, perc)
     silent = z < np.finfo(mag.dtype).tiny
     z[silent] = 1.0
@@ -90,14 +99,14 @@ def harmonic_ratio(mag: np.ndarray, kernel: int = 31) -> float:
     return float((power * mask**2).sum() / total) if total > 0 else 0.0
 
 
-def harmonic(y: np.ndarray, sr: int) -> dict[str, float]:
+def harmonic(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
     import librosa
 
     mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
     chroma = librosa.feature.chroma_stft(S=mag**2, sr=sr)
     f = {f"chroma{i}_{s_}": float(fn(chroma[i])) for i in range(12) for s_, fn in (("mean", np.mean),
                                                                                     ("std", np.std))}
-    f["harmonic_ratio"] = harmonic_ratio(mag)
+    f["harmonic_ratio"] = harmonic_ratio(mag, device=device)
     mean = chroma.mean(axis=1)
     rs = sorted((np.corrcoef(mean, np.roll(p, k))[0, 1] if mean.std() > 0 else 0.0)
                 for p in (_MAJOR, _MINOR) for k in range(12))
@@ -126,12 +135,13 @@ def classic_names(name: str) -> tuple[str, ...]:
     return tuple(n for fn in CLASSIC_SETS.get(name) for n in fn.names)
 
 
-def classic_features(y: np.ndarray, sr: int, name: str) -> np.ndarray:
-    """(samples,) float32 wave -> (n_features,) float32 of the set `name` (order: `classic_names`)."""
+def classic_features(y: np.ndarray, sr: int, name: str, device: str | None = None) -> np.ndarray:
+    """(samples,) float32 wave -> (n_features,) float32 of the set `name` (order: `classic_names`);
+    `device`: a torch device for the HPSS median filters (the same values as numpy's, faster on a GPU)."""
     y = np.asarray(y, dtype=np.float32)
     if len(y) < N_FFT:
         y = np.pad(y, (0, N_FFT - len(y)))
     f: dict[str, float] = {}
     for fn in CLASSIC_SETS.get(name):
-        f.update(fn(y, sr))
+        f.update(fn(y, sr, device))
     return np.nan_to_num(np.array([f[k] for k in classic_names(name)], dtype=np.float32))

@@ -22,7 +22,8 @@ SPEC_FIELDS = (*AUDIO_FIELDS, "frame_rate", "seconds", "length_policy", "max_sec
 
 @dataclass(frozen=True)
 class FeatureKind:
-    """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec));
+    """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec,
+    device): device a torch device for its array work, or None for numpy);
     `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms;
     `warm_up(spec)`: compile what the kind JIT-compiles (librosa's numba kernels) in this process, so that
     parallel workers load it from numba's cache instead of compiling it at the same time: concurrent
@@ -81,10 +82,10 @@ def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:
 
 
 def _classic(name: str) -> Callable:
-    def compute(wave: np.ndarray, spec) -> np.ndarray:
+    def compute(wave: np.ndarray, spec, device: str | None = None) -> np.ndarray:
         from pianolab.features.classic import classic_features
 
-        return classic_features(wave, spec.sample_rate, name)
+        return classic_features(wave, spec.sample_rate, name, device)
 
     return compute
 
