@@ -101,7 +101,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-    # GPU runs bit-reproducible, at a speed cost (trainer.deterministic_kernels); the CPU always is
+    # deterministic GPU kernels, at a speed cost (trainer.deterministic_kernels; not yet bit-identical
+    # on an H200, docs/benchmarks.md); the CPU is bit-reproducible either way
     deterministic: bool = False
     amp: bool = True  # bf16 autocast on CUDA
     checkpoint_every: int = 10

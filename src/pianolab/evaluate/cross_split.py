@@ -26,10 +26,9 @@ def split_runs(ctx: Context, split: str) -> dict[str, list[Run]]:
     have = {v: [r for r in ctx.runs[v] if r.cfg.data.split == split] for v in ctx.variants}
     if any(have.values()) or ctx.cross is None:
         return have
-    from pianolab.ab.runner import cell_dir, run_cells
+    from pianolab.ab.runner import run_cells
+    from pianolab.evaluate.suite import experiment_runs
 
     exp = cross_experiment(ctx.cross.experiment, split, ctx.dataset)
-    cells = exp.cells()
-    run_cells(exp, cells, ctx.cross.options, ctx.cross.echo)
-    return {v: [Run.load(cell_dir(exp, c, ctx.cross.options.root), v) for c in cells if c.variant == v]
-            for v in exp.variant_names}
+    run_cells(exp, exp.cells(), ctx.cross.options, ctx.cross.echo)
+    return experiment_runs(exp, ctx.cross.options.root)

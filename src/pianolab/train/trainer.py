@@ -57,11 +57,11 @@ def pick_device(name: str) -> torch.device:
 
 @contextmanager
 def deterministic_kernels(on: bool) -> Iterator[None]:
-    """With `on`, GPU training repeats bit for bit: PyTorch's deterministic kernels (a warning names
-    any op that has none), cuBLAS with a fixed workspace, attention through the math kernel (flash
-    and memory-efficient attention accumulate their gradients in a nondeterministic order). Slower;
-    the previous settings come back on exit. Without it two GPU runs of one cell drift apart (measured
-    in docs/benchmarks.md)."""
+    """With `on`, the GPU settings meant for bit-for-bit training: PyTorch's deterministic kernels (a
+    warning names any op that has none), cuBLAS with a fixed workspace, attention through the math
+    kernel (flash and memory-efficient attention accumulate their gradients in a nondeterministic
+    order). Slower; the previous settings come back on exit. Measured on an H200, two runs of one cell
+    still differ (by up to 6e-3 in a prediction), about as much as without it (docs/benchmarks.md)."""
     if not on:
         yield
         return
