@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+STARTED = time.monotonic()
 KINDS = ("log_mel", "cqt", "all_traditional", "symbolic_aligned")
 
 
@@ -49,6 +50,7 @@ def main() -> None:
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
     if args.warm_up:
         warm_up(specs)
+        print(f"warm-up: {time.monotonic() - STARTED:.1f} s")
         return
     start = time.monotonic()
     early, late = specs, []
@@ -57,11 +59,15 @@ def main() -> None:
             late = [s for s in specs if get_kind(s.kind).input == "audio"]
         early = [s for s in specs if s not in late]
     tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
+    phases = {"imports": start - STARTED, "midi kinds": time.monotonic() - start}
     if late:
         while not args.after_warm_up.exists():
             time.sleep(0.2)
+        phases["waiting for the warm-up"] = time.monotonic() - STARTED - sum(phases.values())
         tables += build(paths, late, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
+        phases["audio kinds"] = time.monotonic() - STARTED - sum(phases.values())
     wall = time.monotonic() - start
+    print("phases: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in phases.items()))
     for t in tables:
         print(f"{t.spec.kind:<18} computed {t.computed:>5}  cached {t.hits:>5}  skipped {len(t.skipped)}")
     size = Store(args.cache_dir).size_bytes() / 1e6

@@ -182,3 +182,43 @@ def test_harmonic_ratio_equals_librosa_hpss():
                 assert np.array_equal(median_filter(mag, 31, axis, device=device), want_median)
         assert all(harmonic_ratio(mag, device=d) == harmonic_ratio(mag) for d in DEVICES)
     assert harmonic_ratio(np.zeros((1025, 40), np.float32)) == 0.0
+
+
+def _notes_through_mido_merge(path) -> np.ndarray:
+    """Note onsets/offsets the slow, obvious way: mido.merge_tracks, then seconds per delta."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    t, tempo, open_notes, notes = 0.0, 500000, {}, []
+    for msg in mido.merge_tracks(midi.tracks):
+        t += msg.time * tempo / (1e6 * midi.ticks_per_beat)
+        if msg.type == "set_tempo":
+            tempo = msg.tempo
+        elif msg.type == "note_on" and msg.velocity > 0:
+            open_notes.setdefault(msg.note, []).append((t, msg.velocity))
+        elif msg.type in ("note_on", "note_off") and open_notes.get(msg.note):
+            on, vel = open_notes[msg.note].pop(0)
+            notes.append((on, t, msg.note, vel))
+    arr = np.array(notes)
+    return arr[np.lexsort((arr[:, 2], arr[:, 0]))], t
+
+
+def test_read_notes_equals_mido_merge(dataset, tmp_path):
+    import mido
+
+    two_tracks = mido.MidiFile(ticks_per_beat=480)  # tempo changes in one track, notes in another,
+    tempo = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=400000, time=0),  # tracks ending apart
+                            mido.MetaMessage("set_tempo", tempo=700000, time=700),
+                            mido.MetaMessage("end_of_track", time=100)])
+    notes = mido.MidiTrack([mido.Message("note_on", note=60 + i % 5, velocity=50 + i, time=150 if i else 0)
+                            for i in range(12)] + [mido.Message("note_off", note=60 + i % 5, time=90)
+                                                   for i in range(12)])
+    notes.append(mido.MetaMessage("end_of_track", time=333))
+    two_tracks.tracks += [tempo, notes]
+    two_tracks.save(tmp_path / "two.mid")
+    paths = [tmp_path / "two.mid", *(it.midi_path for it in dataset.items[::97])]
+    for path in paths:
+        expected, end = _notes_through_mido_merge(path)
+        got = read_notes(path)
+        np.testing.assert_array_equal(got.notes, expected)
+        assert got.end == end

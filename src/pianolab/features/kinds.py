@@ -65,9 +65,12 @@ def _score_shift(path: Path, spec) -> int:
 
 def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
     from pianolab.features.aligned import score_aligned_features
+    from pianolab.features.midi import read_notes
+    from pianolab.features.symbolic import performance_features
 
-    return np.concatenate([_symbolic(data, path, spec),
-                           score_aligned_features(path, _score_path(path), data, score_shift=_score_shift(path, spec))])
+    perf = read_notes(path, data)
+    return np.concatenate([performance_features(perf), score_aligned_features(
+        path, _score_path(path), perf, score_shift=_score_shift(path, spec))])
 
 
 def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:

@@ -17,6 +17,7 @@ from pianolab.errors import fail
 
 NOTE_FIELDS = ("onset", "offset", "pitch", "velocity")
 DEFAULT_TEMPO = 500000  # us per quarter until the first set_tempo
+_END = mido.MetaMessage("end_of_track")  # the merged file's one end, at its last event
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,19 @@ def open_midi(path: Path | str, data: bytes | None = None) -> mido.MidiFile:
         raise fail(path, f"unreadable MIDI ({e.__class__.__name__}: {e})") from None
 
 
+def _merged_events(tracks: list[mido.MidiTrack]) -> list[tuple[int, mido.Message]]:
+    """(absolute tick, message) of every track in time order, ties in track order: the order of
+    `mido.merge_tracks`, without its two validated copies of every message (most of a read's time)."""
+    events = []
+    for track in tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            events.append((tick, msg))
+    events.sort(key=lambda event: event[0])
+    return events
+
+
 def read_notes(path: Path | str, data: bytes | None = None) -> MidiNotes:
     """Notes and controllers of a MIDI file (or its bytes) in seconds; PianolabError when no notes."""
     midi = open_midi(path, data)
@@ -60,14 +74,15 @@ def read_notes(path: Path | str, data: bytes | None = None) -> MidiNotes:
     notes, quarters = [], []
     controls: dict[int, list[tuple[float, int]]] = defaultdict(list)
     try:
-        merged = mido.merge_tracks(midi.tracks) if midi.type != 2 else midi.tracks[0]
+        merged = _merged_events(midi.tracks if midi.type != 2 else midi.tracks[:1])
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
         raise fail(path, f"unreadable MIDI ({e.__class__.__name__}: {e})") from None
     t, tick, tempo = 0.0, 0, DEFAULT_TEMPO
-    for msg in merged:
-        tick += msg.time
-        t += msg.time * tempo / (1e6 * tpb)
-        tk = tick
+    for tk, msg in merged + [(merged[-1][0] if merged else 0, _END)]:
+        if msg.type == "end_of_track" and msg is not _END:
+            continue  # as in mido.merge_tracks: the time runs on to the next event, in one step
+        t += (tk - tick) * tempo / (1e6 * tpb)
+        tick = tk
         if msg.type == "set_tempo":
             tempo = msg.tempo
         if msg.type == "note_on" and msg.velocity > 0:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# GPU measurements still open, in one background pass on a one-GPU machine (nvidia-h200: 16 cores, as
+# issues 4 and 8 ask), so that no stage depends on one call's 10-minute limit:
+#   mkdir -p /tmp/results; setsid bash benchmarks/gpu_h200_plan.sh STAGE... > /tmp/results/plan.log 2>&1 < /dev/null &
+# then, call after call (each within the machine's 30 s idle window): wait, and copy /tmp/results to $OUT.
+# Stages: featurise (issue 4's full set from an empty cache, one shard per core) and any stage of
+# benchmarks/gpu_suite.sh.
+set -u
+R=${RESULTS:-/tmp/results}; mkdir -p "$R"
+echo "start $(date +%T) on $(nproc) cores"
+# STAGE=VAR=VALUE runs STAGE with that variable set, e.g. featurise=PREWARM=1
+for arg in "$@"; do
+  stage=${arg%%=*}; setting=${arg#"$stage"}; setting=${setting#=}
+  OUT=$R/$arg env ${setting:+"$setting"} bash benchmarks/gpu_suite.sh "$stage" > "$R/$arg.log" 2>&1
+  echo "$arg done $(date +%T)"
+done
+touch "$R/ALL_DONE"
