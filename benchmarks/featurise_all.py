@@ -33,8 +33,7 @@ def main() -> None:
     ap.add_argument("--after-warm-up", type=Path, default=None, metavar="FILE",
                     help="build the kinds that need no warm-up first, then wait for FILE (written when a "
                     "--warm-up process is done) before the others: shards need not wait for the warm-up. "
-                    "Every kind that reads the render waits with those that need the warm-up, so that each "
-                    "clip is rendered once")
+                    "The renders of the first part are kept in memory for the second (each clip rendered once)")
     args = ap.parse_args()
     index, count = map(int, args.shard.split("/"))
     if count > 1:  # one shard process per core: each keeps to one OpenMP/BLAS thread, set before numpy loads
@@ -55,17 +54,19 @@ def main() -> None:
     start = time.monotonic()
     early, late = specs, []
     if args.after_warm_up is not None:
-        if any(get_kind(s.kind).warm_up is not None for s in specs):
-            late = [s for s in specs if get_kind(s.kind).input == "audio"]
+        late = [s for s in specs if get_kind(s.kind).warm_up is not None]
         early = [s for s in specs if s not in late]
-    tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
-    phases = {"imports": start - STARTED, "midi kinds": time.monotonic() - start}
+    renders = {} if args.workers <= 1 else None
+    tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers,
+                   renders=renders)
+    phases = {"imports": start - STARTED, "kinds without warm-up": time.monotonic() - start}
     if late:
         while not args.after_warm_up.exists():
             time.sleep(0.2)
         phases["waiting for the warm-up"] = time.monotonic() - STARTED - sum(phases.values())
-        tables += build(paths, late, args.cache_dir, args.device, "skip", progress=True, workers=args.workers)
-        phases["audio kinds"] = time.monotonic() - STARTED - sum(phases.values())
+        tables += build(paths, late, args.cache_dir, args.device, "skip", progress=True, workers=args.workers,
+                        renders=renders)
+        phases["kinds after the warm-up"] = time.monotonic() - STARTED - sum(phases.values())
     wall = time.monotonic() - start
     print("phases: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in phases.items()))
     for t in tables:

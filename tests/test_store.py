@@ -110,3 +110,19 @@ def test_parallel_build_warms_jit_kernels_first_and_equals_inline(tmp_path, data
     for a, b in zip(parallel, inline, strict=True):
         assert a.computed == b.computed == 2
         np.testing.assert_allclose(np.stack(a.arrays), np.stack(b.arrays), rtol=1e-5, atol=1e-6)
+
+
+def test_builds_sharing_renders_render_each_file_once(tmp_path, short_path, monkeypatch):
+    from pianolab.features.build import build
+    from pianolab.render.renderers import MidiRenderer
+
+    calls = []
+    render = MidiRenderer.render
+    monkeypatch.setattr(MidiRenderer, "render", lambda self, data: calls.append(1) or render(self, data))
+    renders = {}
+    first = build([short_path], [FeatureSpec("log_mel", seconds=2.0)], tmp_path / "a", "cpu", renders=renders)
+    second = build([short_path], [FeatureSpec("cqt", seconds=2.0)], tmp_path / "a", "cpu", renders=renders)
+    assert len(calls) == 1 and len(renders) == 1  # the second build took the first one's render
+    alone = build([short_path], [FeatureSpec("cqt", seconds=2.0)], tmp_path / "b", "cpu")
+    assert len(calls) == 2 and first[0].arrays[0].shape[0] == 1
+    np.testing.assert_array_equal(second[0].arrays[0], alone[0].arrays[0])

@@ -44,14 +44,15 @@ def _message(path: Path, e: Exception) -> str:
 
 
 def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bool,
-          device: str | None = None) -> dict:
+          device: str | None = None, renders: dict | None = None) -> dict:
     """-> {'out': {spec_idx: array}, 'waves': {spec_idx: wave}, 'errors': {spec_idx: msg}, 'records'}.
-    `device`: where the non-spectrogram audio kinds may do their array work (None: numpy)."""
+    `device`: where the non-spectrogram audio kinds may do their array work (None: numpy). `renders`:
+    renders by (path, render key) to reuse and fill (one file's own by default)."""
     from pianolab.render.augment import augmented_bytes
     from pianolab.render.renderers import make_renderer
 
     out, waves, errors, records = {}, {}, {}, {}
-    renders: dict[tuple, np.ndarray | Exception] = {}
+    renders = {} if renders is None else renders
     for idx, spec in specs:
         kind = get_kind(spec.kind)
         try:
@@ -61,15 +62,16 @@ def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bo
                 continue
             renderer = make_renderer(spec.renderer, spec.sample_rate)
             records[idx] = {"renderer": renderer.settings()}
-            if spec.render_key not in renders:
+            key = (str(path), spec.render_key)
+            if key not in renders:
                 try:
                     wave = renderer.render(data)
                     if not len(wave):
                         raise PianolabError("rendered audio is silent")
-                    renders[spec.render_key] = wave
+                    renders[key] = wave
                 except Exception as e:  # noqa: BLE001 - reported per file below
-                    renders[spec.render_key] = e
-            wave = renders[spec.render_key]
+                    renders[key] = e
+            wave = renders[key]
             if isinstance(wave, Exception):
                 raise wave
             if not kind.spectrogram:
@@ -109,8 +111,11 @@ def _resolve_device(device: str | None) -> str:
 
 
 def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, device: str | None = None,
-          on_error: str = "skip", progress: bool = False, workers: int = 0) -> list[FeatureTable]:
-    """One FeatureTable per spec, aligned with `midi_paths` (see store.load_features)."""
+          on_error: str = "skip", progress: bool = False, workers: int = 0,
+          renders: dict | None = None) -> list[FeatureTable]:
+    """One FeatureTable per spec, aligned with `midi_paths` (see store.load_features). `renders` (inline
+    builds, workers <= 1): a dict of renders that several builds of the same files share, so that each
+    file is rendered once (it holds every render in memory)."""
     if on_error not in ("skip", "raise"):
         raise PianolabError(f"on_error must be 'skip' or 'raise', not {on_error!r}")
     store, paths, device = Store(cache_dir), [Path(p) for p in midi_paths], _resolve_device(device)
@@ -178,7 +183,7 @@ def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, devi
                 raise
     else:
         for i, todo in pending.items():
-            collect(i, _work(paths[i], todo, here, None if here else device))
+            collect(i, _work(paths[i], todo, here, None if here else device, renders))
             bar.update(1)
     flush()
     bar.close()
