@@ -8,10 +8,12 @@
 set -u
 R=${RESULTS:-/tmp/results}; mkdir -p "$R"
 echo "start $(date +%T) on $(nproc) cores"
-# STAGE=VAR=VALUE runs STAGE with that variable set, e.g. featurise=PREWARM=1
+# STAGE+VAR=VALUE+... runs STAGE with those variables set, e.g. featurise+PREWARM=1 or
+# "abwall+BACKENDS=packed,local:8+ABWALL_ARGS=--epochs 10 --seeds 1"
 for arg in "$@"; do
-  stage=${arg%%=*}; setting=${arg#"$stage"}; setting=${setting#=}
-  OUT=$R/$arg env ${setting:+"$setting"} bash benchmarks/gpu_suite.sh "$stage" > "$R/$arg.log" 2>&1
+  IFS=+ read -r -a parts <<< "$arg"
+  name=$(echo "$arg" | tr -c 'A-Za-z0-9_.,=:\n-' _)
+  OUT=$R/$name env "${parts[@]:1}" bash benchmarks/gpu_suite.sh "${parts[0]}" > "$R/$name.log" 2>&1
   echo "$arg done $(date +%T)"
 done
 touch "$R/ALL_DONE"

@@ -5,7 +5,7 @@
 # stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
 #         model-based sections; JOBS: cross-split runs at once) | throughput_compile (SIZES: a comma list of AST sizes)
-#         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8)
+#         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8; more options in $ABWALL_ARGS)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
 # GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
@@ -81,7 +81,7 @@ for stage in "$@"; do
       guard "${GUARD:-540}" python3 benchmarks/train_throughput.py --epochs 2 --compile ${SIZES:+--sizes $SIZES} 2>&1 \
         | tee "$OUT/throughput_compile.txt" ;;
     abwall)
-      guard "${GUARD:-560}" python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" 2>&1 \
+      guard "${GUARD:-560}" python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" ${ABWALL_ARGS:-} 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
     cold)
       guard "${GUARD:-560}" python3 benchmarks/cold_start.py --backend "${BACKEND:-packed}" --jobs "${JOBS:-1}" 2>&1 \

@@ -61,6 +61,7 @@ def test_packed_trainer_matches_one_at_a_time():
     assert torch.equal(members[0][1].take(first)["spec"], _member(0, 60, shared=False)[1].take(first)["spec"])
     records = {}
     pack = PackedTrainer([m[0] for m in members], torch.device("cpu"))
+    assert pack.grouped is not None  # the AST trains as one grouped model, not under vmap
     pack.fit([m[1] for m in members], [m[2] for m in members], _mean_pearson, records.__setitem__)
     for (t, _, val), (pred, _) in zip(members, alone, strict=True):
         t.restore_best()

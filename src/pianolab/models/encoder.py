@@ -10,6 +10,7 @@ from torch import nn
 
 from pianolab.errors import PianolabError
 from pianolab.models.attention import ATTENTION
+from pianolab.models.grouped import group_aware
 from pianolab.models.layers import Block
 from pianolab.models.noise import KeyedDropout
 
@@ -79,6 +80,7 @@ def _init(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@group_aware
 class PatchEncoder(nn.Module):
     """spec (B, C, F, T) -> pooled (B, dim), tokens (B, 1 + f*t, dim) after the final LayerNorm.
 
@@ -107,20 +109,24 @@ class PatchEncoder(nn.Module):
         self.apply(_init)
 
     def _pos(self, f: int, t: int) -> torch.Tensor:
-        """Positional embeddings (1, f*t, dim) for an (f x t) grid, time-major."""
-        if (f, t) == self.grid:
-            return self.pos_embed
+        """Positional embeddings (G, f*t, dim) for an (f x t) grid, time-major (G = 1, or the members of a
+        grouped model: `pianolab.models.grouped`)."""
         f0, t0 = self.grid
-        pos = self.pos_embed.view(1, t0, f0, -1).permute(0, 3, 2, 1)  # (1, dim, f0, t0)
+        pos = self.pos_embed.reshape(-1, t0 * f0, self.pos_embed.shape[-1])
+        if (f, t) == self.grid:
+            return pos
+        pos = pos.unflatten(1, (t0, f0)).permute(0, 3, 2, 1)  # (G, dim, f0, t0)
         pos = F.interpolate(pos, size=(f, t), mode="bilinear", align_corners=False)
         return pos.permute(0, 3, 2, 1).flatten(1, 2)
 
     def _tokens(self, spec: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.patch_embed(spec)  # (B, dim, f, t)
         f, t = x.shape[-2], x.shape[-1]
-        x = x.permute(0, 3, 2, 1).flatten(1, 2) + self._pos(f, t)  # (B, t*f, dim), time-major
-        cls = (self.cls_token + self.cls_pos).expand(x.shape[0], -1, -1).to(x.dtype)
-        return self.pos_drop(torch.cat([cls, x], dim=1)), (f, t)
+        pos = self._pos(f, t)
+        g, dim = pos.shape[0], pos.shape[-1]  # a grouped model's batch is its G members' batches in turn
+        x = (x.permute(0, 3, 2, 1).flatten(1, 2).unflatten(0, (g, -1)) + pos[:, None]).flatten(0, 1)
+        cls = (self.cls_token + self.cls_pos).reshape(g, 1, 1, dim).expand(-1, x.shape[0] // g, -1, -1)
+        return self.pos_drop(torch.cat([cls.flatten(0, 1).to(x.dtype), x], dim=1)), (f, t)
 
     def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, grid = self._tokens(spec)

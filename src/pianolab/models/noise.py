@@ -6,7 +6,9 @@ its optimiser step (a device counter, so no host sync), the layer's salt (its po
 model, set by `assign_salts`), how often the layer was called before in this step (a layer used
 twice draws two independent masks) and the element's index: a cell draws the same masks whether it trains
 alone or packed with others (`pianolab.train.packed`). The trainer sets the key with
-`noise_key(seed, step)`; with no key set, training falls back to torch's global generator.
+`noise_key(seed, step)`; with no key set, training falls back to torch's global generator. A grouped
+model (`pianolab.models.grouped`) sets (M,) tensors of seeds and steps: member i's rows of a draw
+are what member i draws alone.
 
 The hash is integer arithmetic, so it is exact however it is computed: on CUDA, outside `vmap`
 (`fused=True`), it runs as one `torch.compile`d kernel instead of a dozen int64 passes, with the
@@ -66,6 +68,9 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     for s in shape:
         n *= s
     uniform = fused_uniform() if fused else None
+    if getattr(base, "ndim", 0) == 1:  # one key per member of a grouped model, whose rows come member
+        members = base.shape[0]        # by member: each draws its part of `shape` from its own key
+        return (uniform or _uniform)(base[:, None], n // members, device).view(shape)
     return (uniform or _uniform)(base, n, device).view(shape)
 
 

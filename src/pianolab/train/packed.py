@@ -1,15 +1,18 @@
-"""Packed training: the cells of one variant (same model and settings; other seeds and folds) trained
-as one batched model, so a small model fills the GPU with N members per kernel instead of one.
+"""Packed training: the cells of one variant (same model and settings; other seeds and folds) trained as
+one batched model, so a small model fills the GPU with N members per kernel instead of one.
 
-`torch.func.stack_module_state` stacks the members' weights; `vmap(grad_and_value(loss))` runs every
-member's forward and backward in one pass; a functional AdamW (the same arithmetic as
-`torch.optim.AdamW`) updates each member with its own learning rate, step count and gradient
-clipping. Everything else is per member and reuses `Trainer`: the shuffling, SpecAugment / mixup /
-cutmix (the member's own generators), the schedule, validation, early stopping and best-weight
-restore. Dropout and stochastic depth draw keyed noise (`pianolab.models.noise`), so a member draws
-the masks it would draw alone: packed and one-at-a-time runs agree within float tolerance
-(tests/test_packed.py). Members whose epoch has fewer batches (smaller training folds), that stopped
-early or finished are masked: their weights and optimiser state do not move.
+`torch.func.stack_module_state` stacks the members' weights. Where the model allows it
+(`pianolab.models.grouped`: Linear, LayerNorm and Conv2d layers, the AST's patch encoder), one grouped
+copy of the model runs every member's forward and backward as batched matmuls over the stacked weights,
+with the fused attention kernels, compiled on CUDA; otherwise `vmap(grad_and_value(loss))` does. A
+functional AdamW (the same arithmetic as `torch.optim.AdamW`) updates each member with its own learning
+rate, step count and gradient clipping. Everything else is per member and reuses `Trainer`: the
+shuffling, SpecAugment / mixup / cutmix (the member's own generators), the schedule, validation, early
+stopping and best-weight restore. Dropout and stochastic depth draw keyed noise
+(`pianolab.models.noise`), so a member draws the masks it would draw alone: packed and one-at-a-time
+runs agree within float tolerance (tests/test_packed.py). Members whose epoch has fewer batches (smaller
+training folds), that stopped early or finished are masked: their weights and optimiser state do not
+move.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from pianolab.errors import PianolabError
+from pianolab.models.grouped import grouped_copy, grouping_problem
 from pianolab.models.noise import noise_key
 from pianolab.train.trainer import Tensors, Trainer, batch_starts
 
@@ -95,7 +99,18 @@ class PackedTrainer:
         self.seeds = torch.tensor([t.cfg.train.seed for t in trainers], dtype=torch.int64, device=device)
         self.steps = torch.zeros(n, dtype=torch.int64, device=device)
         self.loss_fn, self.autocast = trainers[0].loss_fn, trainers[0].autocast
-        self.grad_fn = vmap(grad_and_value(self._loss))  # every argument batched over members
+        self.grouped = grouped_copy(self.template) if grouping_problem(self.template) is None else None
+        compiled = torch.compile if device.type == "cuda" else (lambda fn: fn)
+        if self.grouped is not None:
+            self.params = {k: torch.nn.Parameter(v) for k, v in self.params.items()}
+            for name, p in self.params.items():  # the grouped copy's own weights are the stacked ones
+                owner, _, leaf = name.rpartition(".")
+                self.grouped.get_submodule(owner)._parameters[leaf] = p
+            self.grouped_losses = compiled(self._grouped_losses)
+            self.grad_fn = self._grouped_grads
+        else:
+            self.grad_fn = vmap(grad_and_value(self._loss))  # every argument batched over members
+        self.clipped_adamw = compiled(self._clipped_adamw)
         self.last_grads: dict[str, torch.Tensor] = {}
 
     def _loss(self, params, buffers, batch, target, seed, step):
@@ -103,6 +118,19 @@ class PackedTrainer:
                                                    enabled=self.autocast):
             pred = functional_call(self.template, (params, buffers), (batch,))
         return self.loss_fn(pred.float(), target)
+
+    def _grouped_losses(self, batch, target):
+        """(M,) losses of the grouped model on the members' batches (M, B, ...)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            pred = self.grouped({k: v.flatten(0, 1) for k, v in batch.items()})
+        pred = pred.float().unflatten(0, target.shape[:2])
+        return torch.stack([self.loss_fn(p, t) for p, t in zip(pred.unbind(0), target.unbind(0), strict=True)])
+
+    def _grouped_grads(self, params, buffers, batch, target, seeds, steps):
+        with noise_key(seeds, steps, fused=self.device.type == "cuda"):
+            losses = self.grouped_losses(batch, target)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()))
+        return dict(zip(params, grads, strict=True)), losses.detach()
 
     def done(self, i: int) -> bool:
         t = self.trainers[i]
@@ -149,14 +177,11 @@ class PackedTrainer:
         batch = {k: torch.stack([b[0][k] for b in batches]) for k in batches[0][0]}
         target = torch.stack([b[1] for b in batches])
         grads, losses = self.grad_fn(self.params, self.buffers, batch, target, self.seeds, self.steps)
-        max_norm = self.trainers[0].cfg.optim.grad_clip
-        sq = sum(g.float().pow(2).flatten(1).sum(1) for g in grads.values())
-        norms = sq.sqrt()
-        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         lrs = torch.tensor([self.trainers[i].optimizer.param_groups[0]["lr"] for i in range(len(batches))],
                            dtype=torch.float64)
         self.steps += mask.to(torch.int64)
-        self._adamw(grads, coef, lrs.to(self.device, non_blocking=True), mask)
+        with torch.no_grad():
+            norms = self.clipped_adamw(grads, lrs.to(self.device, non_blocking=True), mask, self.steps)
         with warnings.catch_warnings():  # LambdaLR warns that its optimiser did not step: it did not
             warnings.simplefilter("ignore", UserWarning)
             for i in stepping:
@@ -164,10 +189,13 @@ class PackedTrainer:
         self.last_grads = grads
         return norms, losses.detach().float()
 
-    def _adamw(self, grads, coef, lrs, mask) -> None:
-        """torch.optim.AdamW's update per member (own lr and step count); masked members stay put."""
+    def _clipped_adamw(self, grads, lrs, mask, steps) -> torch.Tensor:
+        """Each member's gradient clipped to its own norm, then torch.optim.AdamW's update per member (own
+        lr and step count), in place; masked members stay put. Returns the (M,) gradient norms."""
+        norms = sum(g.float().pow(2).flatten(1).sum(1) for g in grads.values()).sqrt()
+        coef = (self.trainers[0].cfg.optim.grad_clip / (norms + 1e-6)).clamp(max=1.0)
         b1, b2 = self.betas
-        t = self.steps.to(torch.float64)
+        t = steps.to(torch.float64)
         bc1 = 1 - b1 ** t
         bc2_sqrt = (1 - b2 ** t).sqrt()
         step_size = (lrs / bc1).float()
@@ -180,9 +208,10 @@ class PackedTrainer:
             avg_sq = self.exp_avg_sq[k] * b2 + (1 - b2) * g * g
             denom = avg_sq.sqrt() / bc2_sqrt.float().view(shape) + self.eps
             new = decayed - step_size.view(shape) * (avg / denom)
-            self.params[k] = torch.where(m, new, p)
-            self.exp_avg[k] = torch.where(m, avg, self.exp_avg[k])
-            self.exp_avg_sq[k] = torch.where(m, avg_sq, self.exp_avg_sq[k])
+            p.copy_(torch.where(m, new, p))
+            self.exp_avg[k].copy_(torch.where(m, avg, self.exp_avg[k]))
+            self.exp_avg_sq[k].copy_(torch.where(m, avg_sq, self.exp_avg_sq[k]))
+        return norms
 
     def _write_back(self, members: list[int]) -> None:
         """Copy the stacked weights (and the last gradients) into the members' own models."""
