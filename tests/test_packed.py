@@ -105,6 +105,13 @@ def test_packed_backend_agrees_with_local_on_every_cell(tmp_path):
     lines.clear()
     run_experiment(exp, root=tmp_path / "packed", tracker="none", echo=lines.append, backend="packed")
     assert len(lines) == 12 and all(": skipped" in x for x in lines)
+    lines.clear()  # two variants' packs at once, in their own processes: the same cells
+    run_experiment(exp, root=tmp_path / "two", tracker="none", echo=lines.append, backend="packed", jobs=2)
+    assert sum(": ran" in x for x in lines) == 12
+    for key, frame in _cells(exp, tmp_path / "two").items():  # BatchNorm cells ran in 2 processes (of one
+        pred_cols = [c for c in frame.columns if c.startswith("pred_")]  # BLAS thread each): float noise
+        tolerance = 1e-5 if key[0] == "baseline" else 1e-4
+        assert np.abs(frame[pred_cols].to_numpy() - packed[key][pred_cols].to_numpy()).max() < tolerance, key
 
 
 AST_EXP = {"name": "packed_ast", "hypothesis": "Mean pooling of the patch tokens beats the CLS token.",

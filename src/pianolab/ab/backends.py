@@ -55,11 +55,11 @@ def worker_threads(jobs: int):
 @BACKENDS.register("packed")
 def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
     """Each variant's unfinished cells trained together as one batched model
-    (`pianolab.train.packed`); variants that cannot be packed (scikit-learn models, BatchNorm, ...)
-    run one cell at a time. Finished cells are skipped and busy ones left to their owner."""
-    from pianolab.errors import PianolabError
-    from pianolab.train.packed import execute_pack
-
+    (`pianolab.train.packed`), `jobs` variants at once in spawned processes (their host work and
+    validation fill each other's gaps on a shared GPU); variants that cannot be packed (scikit-learn
+    models, BatchNorm, ...) run one cell at a time. Finished cells are skipped and busy ones left to
+    their owner."""
+    packs = []
     for variant in dict.fromkeys(c.variant for c in cells):
         todo, locks = [], []
         for c in (c for c in cells if c.variant == variant):
@@ -70,20 +70,39 @@ def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
             else:
                 todo.append((c, folder))
                 locks.append(lock)
-        try:
-            summaries = execute_pack([c.config for c, _ in todo], [f for _, f in todo], exp.name, variant) \
-                if len(todo) > 1 and _packable(todo[0][0].config) else None
-        except PianolabError:  # not packable: one at a time
-            summaries = None
-        finally:
-            for lock in locks:
-                lock.release()
-        if summaries is None:
-            yield from local(exp, [c for c, _ in todo], opts)
-            continue
-        for (c, folder), summary in zip(todo, summaries, strict=True):
-            mirror_cell(exp.name, c, folder, opts.tracker)
-            yield c, CLAIMED, summary
+        packs.append((variant, todo, locks))
+    jobs = min(opts.jobs, len(packs))
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))) \
+            if jobs > 1 else None
+        futures = [(pack, pool.submit(_train_pack, exp.name, pack[0], pack[1]) if pool else None)
+                   for pack in packs]
+        for (variant, todo, locks), fut in futures:
+            try:
+                summaries = fut.result() if fut else _train_pack(exp.name, variant, todo)
+            finally:
+                for lock in locks:
+                    lock.release()
+            if summaries is None:
+                yield from local(exp, [c for c, _ in todo], opts)
+                continue
+            for (c, folder), summary in zip(todo, summaries, strict=True):
+                mirror_cell(exp.name, c, folder, opts.tracker)
+                yield c, CLAIMED, summary
+
+
+def _train_pack(exp_name: str, variant: str, todo: list) -> list[dict] | None:
+    """The summaries of `todo` ((cell, folder) of one variant) trained as one pack; None when they
+    cannot be packed (one cell, an estimator, a tuned or unpackable model)."""
+    from pianolab.errors import PianolabError
+    from pianolab.train.packed import execute_pack
+
+    if len(todo) < 2 or not _packable(todo[0][0].config):
+        return None
+    try:
+        return execute_pack([c.config for c, _ in todo], [f for _, f in todo], exp_name, variant)
+    except PianolabError:  # not packable: one at a time
+        return None
 
 
 @BACKENDS.register("ray")

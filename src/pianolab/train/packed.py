@@ -75,8 +75,6 @@ def unpackable_reason(trainer: Trainer) -> str | None:
             return "attention dropout draws from torch's global generator"
     if cfg.train.max_seconds is not None:
         return "a wall-time budget is per run"
-    if cfg.train.compile:
-        return "torch.compile is per run"
     return None
 
 
@@ -86,31 +84,40 @@ class PackedTrainer:
     def __init__(self, trainers: list[Trainer], device: torch.device):
         self.trainers, self.device = trainers, device
         models = [t.model for t in trainers]
-        self.params, self.buffers = stack_module_state(models)
-        self.params = {k: v.detach() for k, v in self.params.items()}
+        stacked, self.buffers = stack_module_state(models)
+        n = len(trainers)
+        # every member's weights in one (M, P) tensor, and each parameter a view of it: the optimiser
+        # updates all of them with a few kernels over the whole tensor
+        self.flat = torch.cat([v.detach().reshape(n, -1) for v in stacked.values()], 1)
+        self.params, start = {}, 0
+        for k, v in stacked.items():
+            self.params[k] = self.flat[:, start:start + v[0].numel()].view(v.shape)
+            start += v[0].numel()
         self.template = copy.deepcopy(models[0]).train()
         opt = trainers[0].optimizer
         self.betas, self.eps = opt.defaults["betas"], opt.defaults["eps"]
         decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
-        self.weight_decay = {k: decay[id(p)] for k, p in models[0].named_parameters()}
-        self.exp_avg = {k: torch.zeros_like(v) for k, v in self.params.items()}
-        self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
-        n = len(trainers)
+        decays = [decay[id(p)] for p in models[0].parameters()]
+        self.decay_values = sorted(set(decays))
+        self.decay_index = torch.cat([torch.full((p.numel(),), self.decay_values.index(d))
+                                      for p, d in zip(models[0].parameters(), decays, strict=True)]).to(device)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
         self.seeds = torch.tensor([t.cfg.train.seed for t in trainers], dtype=torch.int64, device=device)
         self.steps = torch.zeros(n, dtype=torch.int64, device=device)
         self.loss_fn, self.autocast = trainers[0].loss_fn, trainers[0].autocast
+        self.eval_every = trainers[0].cfg.train.eval_every
         self.grouped = grouped_copy(self.template) if grouping_problem(self.template) is None else None
-        compiled = torch.compile if device.type == "cuda" else (lambda fn: fn)
+        self.compiled = trainers[0].cfg.train.compile and device.type == "cuda"
         if self.grouped is not None:
-            self.params = {k: torch.nn.Parameter(v) for k, v in self.params.items()}
+            self.params = {k: torch.nn.Parameter(v) for k, v in self.params.items()}  # views of self.flat
             for name, p in self.params.items():  # the grouped copy's own weights are the stacked ones
                 owner, _, leaf = name.rpartition(".")
                 self.grouped.get_submodule(owner)._parameters[leaf] = p
-            self.grouped_losses = compiled(self._grouped_losses)
+            self.grouped_losses = torch.compile(self._grouped_losses) if self.compiled else self._grouped_losses
             self.grad_fn = self._grouped_grads
         else:
             self.grad_fn = vmap(grad_and_value(self._loss))  # every argument batched over members
-        self.clipped_adamw = compiled(self._clipped_adamw)
         self.last_grads: dict[str, torch.Tensor] = {}
 
     def _loss(self, params, buffers, batch, target, seed, step):
@@ -127,7 +134,7 @@ class PackedTrainer:
         return torch.stack([self.loss_fn(p, t) for p, t in zip(pred.unbind(0), target.unbind(0), strict=True)])
 
     def _grouped_grads(self, params, buffers, batch, target, seeds, steps):
-        with noise_key(seeds, steps, fused=self.device.type == "cuda"):
+        with noise_key(seeds, steps, fused=self.device.type == "cuda" and not self.compiled):
             losses = self.grouped_losses(batch, target)
         grads = torch.autograd.grad(losses.sum(), list(params.values()))
         return dict(zip(params, grads, strict=True)), losses.detach()
@@ -181,7 +188,7 @@ class PackedTrainer:
                            dtype=torch.float64)
         self.steps += mask.to(torch.int64)
         with torch.no_grad():
-            norms = self.clipped_adamw(grads, lrs.to(self.device, non_blocking=True), mask, self.steps)
+            norms = self._clipped_adamw(grads, lrs.to(self.device, non_blocking=True), mask)
         with warnings.catch_warnings():  # LambdaLR warns that its optimiser did not step: it did not
             warnings.simplefilter("ignore", UserWarning)
             for i in stepping:
@@ -189,28 +196,28 @@ class PackedTrainer:
         self.last_grads = grads
         return norms, losses.detach().float()
 
-    def _clipped_adamw(self, grads, lrs, mask, steps) -> torch.Tensor:
+    def _clipped_adamw(self, grads, lrs, mask) -> torch.Tensor:
         """Each member's gradient clipped to its own norm, then torch.optim.AdamW's update per member (own
-        lr and step count), in place; masked members stay put. Returns the (M,) gradient norms."""
-        norms = sum(g.float().pow(2).flatten(1).sum(1) for g in grads.values()).sqrt()
+        lr and step count) over the flat weights, in place; masked members stay put. Returns the (M,)
+        gradient norms."""
+        g = torch.cat([grads[k].reshape(len(lrs), -1) for k in self.params], 1)
+        norms = g.float().pow(2).sum(1).sqrt()
         coef = (self.trainers[0].cfg.optim.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+        g = g * coef[:, None].to(g.dtype)
         b1, b2 = self.betas
-        t = steps.to(torch.float64)
+        t = self.steps.to(torch.float64)
         bc1 = 1 - b1 ** t
-        bc2_sqrt = (1 - b2 ** t).sqrt()
-        step_size = (lrs / bc1).float()
-        for k, p in self.params.items():
-            shape = (-1,) + (1,) * (p.ndim - 1)
-            m = mask.view(shape)
-            g = grads[k] * coef.view(shape).to(grads[k].dtype)
-            decayed = p * (1 - lrs * self.weight_decay[k]).float().view(shape)
-            avg = self.exp_avg[k] + (1 - b1) * (g - self.exp_avg[k])
-            avg_sq = self.exp_avg_sq[k] * b2 + (1 - b2) * g * g
-            denom = avg_sq.sqrt() / bc2_sqrt.float().view(shape) + self.eps
-            new = decayed - step_size.view(shape) * (avg / denom)
-            p.copy_(torch.where(m, new, p))
-            self.exp_avg[k].copy_(torch.where(m, avg, self.exp_avg[k]))
-            self.exp_avg_sq[k].copy_(torch.where(m, avg_sq, self.exp_avg_sq[k]))
+        bc2_sqrt = (1 - b2 ** t).sqrt().float()[:, None]
+        step_size = (lrs / bc1).float()[:, None]
+        keep = torch.stack([(1 - lrs * d).float() for d in self.decay_values], 1)  # (M, distinct decays)
+        decayed = self.flat * keep[:, self.decay_index]
+        avg = self.exp_avg + (1 - b1) * (g - self.exp_avg)
+        avg_sq = self.exp_avg_sq * b2 + (1 - b2) * g * g
+        new = decayed - step_size * (avg / (avg_sq.sqrt() / bc2_sqrt + self.eps))
+        m = mask[:, None]
+        self.flat.copy_(torch.where(m, new, self.flat))
+        self.exp_avg.copy_(torch.where(m, avg, self.exp_avg))
+        self.exp_avg_sq.copy_(torch.where(m, avg_sq, self.exp_avg_sq))
         return norms
 
     def _write_back(self, members: list[int]) -> None:
@@ -221,14 +228,35 @@ class PackedTrainer:
                     p.copy_(self.params[k][i])
                     p.grad = self.last_grads[k][i].detach().clone() if k in self.last_grads else None
 
+    @torch.no_grad()
+    def predict(self, data: list[Tensors], chunk: int = 64) -> list[np.ndarray]:
+        """Every member's standardised predictions on its own `data[i]` (one per member, none empty) in
+        eval mode, from the grouped model: one pass per `chunk` rows of every member (shorter sets repeat
+        their last row)."""
+        self.grouped.eval()
+        longest = max(len(d) for d in data)
+        out = []
+        for start in range(0, longest, chunk):
+            idx = torch.arange(start, min(start + chunk, longest), device=self.device)
+            batch = [d.take(idx.clamp(max=len(d) - 1)) for d in data]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                pred = self.grouped({k: torch.cat([b[k] for b in batch]) for k in batch[0]})
+            out.append(pred.float().unflatten(0, (len(data), -1)))
+        self.grouped.train()
+        preds = torch.cat(out, 1).cpu().numpy()  # one sync for every member
+        return [p[:len(d)] for p, d in zip(preds, data, strict=True)]
+
     def fit(self, train: list[Tensors], val: list[Tensors], metric, on_epoch) -> None:
         """Train until every member is done; `on_epoch(i, record)` receives each member's records."""
         while not all(self.done(i) for i in range(len(self.trainers))):
             records = self.train_epoch(train)
+            due = [i for i in records if len(val[i]) and self.trainers[i].epoch % self.eval_every == 0]
+            preds = {}
+            if due and self.grouped is not None:  # members with nothing to validate predict a placeholder
+                preds = dict(enumerate(self.predict([v if len(v) else val[due[0]] for v in val])))
             for i, rec in records.items():
-                t = self.trainers[i]
-                if len(val[i]) and t.epoch % t.cfg.train.eval_every == 0:
-                    rec.update(t.validate(val[i], metric))
+                if i in due:
+                    rec.update(self.trainers[i].validate(val[i], metric, pred=preds.get(i)))
                 on_epoch(i, rec)
 
 

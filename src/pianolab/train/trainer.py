@@ -177,8 +177,11 @@ class Trainer:
                 out.append(self.model(data.take(idx)).float())
         return torch.cat(out).cpu().numpy()
 
-    def validate(self, val: Tensors, metric: Callable[[np.ndarray, np.ndarray], float]) -> dict:
-        pred = self.predict(val)
+    def validate(self, val: Tensors, metric: Callable[[np.ndarray, np.ndarray], float],
+                 pred: np.ndarray | None = None) -> dict:
+        """Validation loss and `metric` on `val` (its predictions `pred` when already made); steps the
+        plateau schedule and early stopping."""
+        pred = self.predict(val) if pred is None else pred
         target = val.target.cpu().numpy()
         loss = float(np.mean((pred - target) ** 2))
         score = metric(target, pred)
