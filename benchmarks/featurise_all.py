@@ -71,6 +71,8 @@ def main() -> None:
     print("phases: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in phases.items()))
     for t in tables:
         print(f"{t.spec.kind:<18} computed {t.computed:>5}  cached {t.hits:>5}  skipped {len(t.skipped)}")
+        for path, why in t.skipped[:2]:
+            print(f"  skipped {path.name}: {why}")
     size = Store(args.cache_dir).size_bytes() / 1e6
     print(f"{len(paths)} clips, {len(specs)} kinds, {args.workers} workers: wall {wall:.1f} s, "
           f"{len(paths) / wall:.1f} clips/s, cache {size:.1f} MB")

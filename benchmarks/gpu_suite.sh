@@ -55,7 +55,7 @@ for stage in "$@"; do
       tail -1 /tmp/warm.log | tee "$OUT/featurise.txt"
       tail -n 8 /tmp/feat-0.log | tee -a "$OUT/featurise.txt"
       grep -h "^phases" /tmp/feat-*.log | tee -a "$OUT/featurise.txt"
-      grep -h "skipped [1-9]\|Error\|Fatal" /tmp/feat-*.log | head -20 | tee -a "$OUT/featurise.txt"
+      grep -h "skipped [1-9]\|  skipped \|Error\|Fatal" /tmp/feat-*.log | head -30 | tee -a "$OUT/featurise.txt"
       echo "$shards shards, PREWARM=${PREWARM:-0}, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
         | tee -a "$OUT/featurise.txt" ;;
     probe_cqt)
