@@ -7,6 +7,11 @@
 # benchmarks/gpu_suite.sh.
 set -u
 R=${RESULTS:-/tmp/results}; mkdir -p "$R"
+# run from a private copy: each later call of the device tool re-syncs the checkout it was started in
+# (files vanish for a moment: a feature build running meanwhile skipped clips as "not found")
+if [ "${PLAN_COPY:-}" != 1 ]; then
+  rm -rf /tmp/plan-repo && cp -a . /tmp/plan-repo && cd /tmp/plan-repo && PLAN_COPY=1 exec bash "$0" "$@"
+fi
 echo "start $(date +%T) on $(nproc) cores"
 # STAGE+VAR=VALUE+... runs STAGE with those variables set, e.g. featurise+PREWARM=1 or
 # "abwall+BACKENDS=packed,local:8+ABWALL_ARGS=--epochs 10 --seeds 1"
