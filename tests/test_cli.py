@@ -56,3 +56,15 @@ def test_predict_with_the_shipped_default_model(tmp_path):
     df = pd.read_csv(tmp_path / "p.csv")
     assert list(df["stem"]) == ["Schubert_D960_mv3_8bars_3_12"] and df.shape == (1, 20)
     assert df.iloc[0, 1:].between(0, 1).all()
+
+
+def test_features_warm_up_fills_numbas_cache(tmp_path):
+    import os
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    out = run("features", "warm-up", "--kind", "spectral_only", "--kind", "symbolic", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "warmed up spectral_only in" in out.stdout  # symbolic compiles nothing
+    assert any((tmp_path / "numba").rglob("*.nbi"))  # librosa's compiled kernels, for later processes
+    bad = run("features", "warm-up", "--kind", "mel_999", env=env)
+    assert bad.returncode == 1 and "unknown feature kind 'mel_999'" in bad.stderr

@@ -1,4 +1,4 @@
-"""Packed training (several cells as one vmapped model) agrees with one-at-a-time training."""
+"""Packed training (several cells as one grouped or vmapped model) agrees with one-at-a-time training."""
 
 import numpy as np
 import pandas as pd

@@ -79,3 +79,28 @@ def info_cmd(cache_dir: CacheDir = None) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(g["spec"].items()) if k != "kind")
         typer.echo(f"  {kind:<18} {key}  {len(g['entries']):>5} entries  {g['bytes'] / 1e6:8.1f} MB  "
                    f"{settings}")
+
+
+@app.command("warm-up")
+def warm_up_cmd(
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="feature kind (repeatable; default: every "
+                                                   "kind that compiles kernels)")] = None,
+) -> None:
+    """Compile the kernels feature kinds JIT-compile (librosa's numba kernels) into numba's cache, once per
+    installation: later builds, and several shard processes at once, load them instead of compiling."""
+    from pianolab.features.build import warm_up
+    from pianolab.features.kinds import FEATURE_KINDS, get_kind, register_all
+    from pianolab.features.store import FeatureSpec
+
+    register_all()
+    try:
+        names = kind or [n for n in FEATURE_KINDS.names() if get_kind(n).warm_up is not None]
+        specs = [FeatureSpec(n) for n in names]
+    except PianolabError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    compiling = [s.kind for s in specs if get_kind(s.kind).warm_up is not None]
+    start = time.monotonic()
+    warm_up(specs)
+    typer.echo(f"warmed up {', '.join(compiling) or 'nothing (these kinds compile no kernels)'} "
+               f"in {time.monotonic() - start:.1f} s")

@@ -5,8 +5,9 @@ training (`pianolab.train.packed`).
 weights (M, *shape), as `torch.func.stack_module_state` makes them, through `functional_call`. The
 batch is the members' batches one after another, (M*B, ...): a grouped layer views it as (M, B*..., ...)
 and multiplies each member's rows by that member's weights in one batched matmul (`baddbmm`), so
-attention stays the ordinary fused kernel over M*B sequences. That is what `vmap` cannot give: under
-`vmap`, `scaled_dot_product_attention` falls back to the math kernel. Keyed dropout draws each
+attention stays the ordinary fused kernel over M*B sequences (under `vmap` a pack of 20 ASTs took
+65-75 GB and trained slower than one model at a time: most likely the math attention kernel,
+materialising every attention matrix; docs/benchmarks.md). Keyed dropout draws each
 member's masks from its own key (`pianolab.models.noise`), so member i computes what it computes alone.
 
 Modules that own parameters directly must say they handle the stacked shapes (`GROUP_AWARE`, e.g. the
