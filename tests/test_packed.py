@@ -22,7 +22,7 @@ POOL = torch.randn(90, 1, 32, 64, generator=torch.Generator().manual_seed(7))  #
 TARGETS = torch.randn(90, 19, generator=torch.Generator().manual_seed(8))
 
 
-def _member(seed: int, n: int, shared: bool):
+def _member(seed: int, n: int, shared: bool, **model_kw):
     """A small AST with dropout and stochastic depth, SpecAugment, mixup and early stopping, on `n`
     rows of POOL (the last 12 for validation), standardised with its training rows' statistics: as
     a private normalised copy (one at a time) or as rows of the shared pool (packed)."""
@@ -34,7 +34,8 @@ def _member(seed: int, n: int, shared: bool):
     raw = POOL.numpy()[train_rows.numpy()]
     mean, std = float(raw.mean()), float(raw.std() + 1e-6)  # as run._prepare
     seed_everything(seed)
-    model = create_model("ast_ultra_tiny", n_freq=32, n_frames=64, depth=2, dim=64, heads=2, drop_path=0.2)
+    model = create_model("ast_ultra_tiny", n_freq=32, n_frames=64, depth=2, dim=64, heads=2, drop_path=0.2,
+                         **model_kw)
     trainer = Trainer(cfg, model, torch.device("cpu"), steps_per_epoch=n // 8)
     if shared:
         parts = [SharedRows({}, TARGETS[r], POOL, r, mean, std) for r in (train_rows, val_rows)]
@@ -47,21 +48,24 @@ def _member(seed: int, n: int, shared: bool):
 SIZES = [(0, 60), (1, 52), (2, 70)]  # training sets of different sizes: members step unevenly
 
 
-def test_packed_trainer_matches_one_at_a_time():
+@pytest.mark.parametrize("model_kw", [{}, {"attention": "linear", "kernel": "favor"}], ids=["grouped", "vmap"])
+def test_packed_trainer_matches_one_at_a_time(model_kw):
+    """The grouped model, and `vmap` for a model it cannot group (FAVOR+ keeps its random features in a
+    buffer)."""
     alone = []
     for seed, n in SIZES:
-        t, train, val = _member(seed, n, shared=False)
+        t, train, val = _member(seed, n, shared=False, **model_kw)
         while t.epoch < 3 and not t.should_stop:
             rec = t.train_epoch(train)
             rec.update(t.validate(val, _mean_pearson))
         t.restore_best()
         alone.append((t.predict(val), rec))
-    members = [_member(seed, n, shared=True) for seed, n in SIZES]
+    members = [_member(seed, n, shared=True, **model_kw) for seed, n in SIZES]
     first = torch.arange(5)  # a shared-row batch has the bits of the private normalised copy
     assert torch.equal(members[0][1].take(first)["spec"], _member(0, 60, shared=False)[1].take(first)["spec"])
     records = {}
     pack = PackedTrainer([m[0] for m in members], torch.device("cpu"))
-    assert pack.grouped is not None  # the AST trains as one grouped model, not under vmap
+    assert (pack.grouped is None) == bool(model_kw)  # the vanilla AST trains as one grouped model
     pack.fit([m[1] for m in members], [m[2] for m in members], _mean_pearson, records.__setitem__)
     for (t, _, val), (pred, _) in zip(members, alone, strict=True):
         t.restore_best()
