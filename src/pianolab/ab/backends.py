@@ -55,10 +55,10 @@ def worker_threads(jobs: int):
 @BACKENDS.register("packed")
 def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
     """Each variant's unfinished cells trained together as one batched model
-    (`pianolab.train.packed`), `jobs` variants at once in spawned processes (sharing the GPU; not
-    yet measured faster than one at a time there: docs/benchmarks.md); variants that cannot be packed
-    (scikit-learn models, BatchNorm, ...) run one cell at a time. Finished cells are skipped and busy ones left to
-    their owner."""
+    (`pianolab.train.packed`), `jobs` variants at once in spawned processes (sharing the GPU; not yet
+    measured faster than one at a time there: docs/benchmarks.md); variants that cannot be packed
+    (scikit-learn models, BatchNorm, ...) run one cell at a time. Finished cells are skipped and busy
+    ones left to their owner."""
     packs = []
     for variant in dict.fromkeys(c.variant for c in cells):
         todo, locks = [], []
@@ -167,18 +167,14 @@ def _feature_key(cell: Cell) -> tuple:
 
 def _inputs_read_once(cells: list[Cell]) -> dict:
     """Every item's inputs (`train.run.Loaded`) per distinct feature setting of `cells`."""
-    import numpy as np
-
-    from pianolab.data.percepiano import load_dataset
-    from pianolab.train.run import load_items
+    from pianolab.train.run import load_all_items
     from pianolab.train.trainer import pick_device
 
     shared = {}
     for c in cells:
         key = _feature_key(c)
         if key not in shared:
-            dataset = load_dataset(c.config.data.root)
-            shared[key] = load_items(c.config, dataset, np.arange(len(dataset)), pick_device(c.config.train.device))
+            shared[key] = load_all_items(c.config, pick_device(c.config.train.device))
     return shared
 
 

@@ -211,5 +211,5 @@ def score_aligned_features(perf_path: Path | str, score_path: Path | str, perf: 
                            score_shift: int = 0) -> np.ndarray:
     """(len(ALIGNED_NAMES),) features of one performance (its file, or `perf`: its notes already read)
     against its score MIDI, transposed by `score_shift` semitones (the pitch shift of an augmented copy)."""
-    score, perf = transposed_score(score_path, score_shift), perf or read_notes(perf_path)
+    score, perf = transposed_score(score_path, score_shift), read_notes(perf_path) if perf is None else perf
     return aligned_features(score, perf, match(score, perf, perf_path))

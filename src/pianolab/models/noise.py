@@ -67,10 +67,9 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     n = 1
     for s in shape:
         n *= s
-    uniform = fused_uniform() if fused else None
     if getattr(base, "ndim", 0) == 1:  # one key per member of a grouped model, whose rows come member
-        members = base.shape[0]        # by member: each draws its part of `shape` from its own key
-        return (uniform or _uniform)(base[:, None], n // members, device).view(shape)
+        base, n = base[:, None], n // base.shape[0]  # by member: each draws its part from its own key
+    uniform = fused_uniform() if fused else None
     return (uniform or _uniform)(base, n, device).view(shape)
 
 

@@ -266,12 +266,11 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     """Run the cells `cfgs` (one variant: same config but seed and fold) packed, each writing its own
     run folder exactly as `pianolab.train.run.execute` does; returns their test summaries. Raises
     PianolabError when they cannot be packed (the caller runs them one at a time instead)."""
-    from pianolab.data.percepiano import load_dataset
     from pianolab.train.run import (
         _mean_pearson,
         append_record,
         finish_cell,
-        load_items,
+        load_all_items,
         neural_parts,
         prepare_cell,
         save_neural,
@@ -279,8 +278,7 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     from pianolab.train.trainer import deterministic_kernels, pick_device
 
     device = pick_device(cfgs[0].train.device)
-    dataset = load_dataset(cfgs[0].data.root)
-    loaded = load_items(cfgs[0], dataset, np.arange(len(dataset)), device)  # every item, read once
+    loaded = load_all_items(cfgs[0], device)
     cells = [prepare_cell(cfg, folder, experiment, variant, device, loaded=loaded)
              for cfg, folder in zip(cfgs, folders, strict=True)]
     shared = _shared_spectrograms(cells[0].cfg, loaded, device)

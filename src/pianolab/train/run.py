@@ -143,6 +143,12 @@ def load_items(cfg: RunConfig, dataset: Dataset, idx: np.ndarray, device: torch.
     return Loaded(dataset, inputs, {int(i): k for k, i in enumerate(idx)})
 
 
+def load_all_items(cfg: RunConfig, device: torch.device) -> Loaded:
+    """Every item of `cfg`'s dataset, read once for several cells that share its feature settings."""
+    dataset = load_dataset(cfg.data.root)
+    return load_items(cfg, dataset, np.arange(len(dataset)), device)
+
+
 def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
                  progress: bool = False, loaded: Loaded | None = None) -> Cell:
     """Start (or resume) the run folder, load this cell's inputs (or take them from `loaded`, read
