@@ -1,8 +1,10 @@
 """Wall time of one whole A/B experiment per backend, from a warm feature cache (issue 8).
 
 Default: experiments/ab_wall_time.yaml (2 variants x 5 seeds x 4 folds, ultra_tiny AST, 100 epochs),
-run with each named backend into a fresh runs root; prints wall time, cells/min and GPU utilisation
-(nvidia-smi, sampled while training), and checks that every backend gives the same per-cell scores.
+run with each named backend into a fresh runs root and fresh torch.compile caches (spawned workers start
+with nothing compiled; a backend run in this process keeps what an earlier one compiled: put it first);
+prints wall time, cells/min and GPU utilisation (nvidia-smi, sampled while training), and checks that
+every backend gives the same per-cell scores.
 
     python benchmarks/ab_wall_time.py [--backends local,local:8,threads:8,packed] [--epochs N] [--seeds S]
 """
@@ -10,6 +12,7 @@ run with each named backend into a fresh runs root; prints wall time, cells/min 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +47,8 @@ def main() -> None:
     for item in args.backends.split(","):
         backend, _, jobs = item.partition(":")
         root = Path(tempfile.mkdtemp(prefix=f"abwall-{backend}-"))
+        for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # compiled from nothing, for every backend
+            os.environ[var] = tempfile.mkdtemp(prefix=f"abwall-{var.lower()}-")
         with GpuSampler() as gpu:
             t0 = time.perf_counter()
             run_experiment(exp, jobs=int(jobs or 1), root=root, tracker="none", echo=lambda s: None,

@@ -6,7 +6,7 @@
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
 #         model-based sections; JOBS: cross-split runs at once) | throughput_compile (SIZES: a comma list of AST sizes)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8; more options in $ABWALL_ARGS)
-#         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS)
+#         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS) | profile (benchmarks/packed_profile.py)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
 # GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
@@ -40,14 +40,15 @@ for stage in "$@"; do
       NUMBA_CACHE_DIR=$(mktemp -d /tmp/numba.XXXX); export NUMBA_CACHE_DIR  # librosa's kernels, compiled afresh
       # numba's kernels compiled by one process (shards compiling them at once crash), while the shards
       # build the kinds that need none; they start on the others once it is done. PREWARM=1: compile them
-      # first, outside the timed part (numba's cache then lives with the installed librosa, like a .pyc)
+      # first, outside the timed part (numba's cache then lives with the installed librosa, like a .pyc).
+      # The shards run niced: the warm-up, on the critical path, gets its core
       warm() { python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up > /tmp/warm.log 2>&1 \
         && touch /tmp/warm.done; }
       [ "${PREWARM:-0}" = 1 ] && warm
       start=$(date +%s)
       [ -e /tmp/warm.done ] || warm &
       for i in $(seq 0 $((shards - 1))); do
-        timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
+        timeout 420 nice -n 10 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
           --shard "$i/$shards" --kinds "$kinds" --after-warm-up /tmp/warm.done > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
@@ -83,6 +84,8 @@ for stage in "$@"; do
     abwall)
       guard "${GUARD:-560}" python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" ${ABWALL_ARGS:-} 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
+    profile)  # where one packed variant's time goes (benchmarks/packed_profile.py)
+      guard "${GUARD:-300}" python3 benchmarks/packed_profile.py 2>&1 | grep -v "Warn\|file/s" | tee "$OUT/profile.txt" ;;
     cold)
       guard "${GUARD:-560}" python3 benchmarks/cold_start.py --backend "${BACKEND:-packed}" --jobs "${JOBS:-1}" 2>&1 \
         | grep -v Warn | tee "$OUT/cold_start.txt" ;;

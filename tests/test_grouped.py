@@ -71,3 +71,15 @@ def test_every_groupable_model_keeps_its_members_apart(name):
     for i, member in enumerate(members):
         alone = member({k: v[i] for k, v in batch.items()})
         torch.testing.assert_close(pred.unflatten(0, (2, 3))[i], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(4, 4, 0), (5, 3, 0), (3, 2, (1, 2))])
+def test_grouped_conv_equals_each_member_conv(kernel, stride, padding):
+    """Patch rows gathered from a strided view: non-overlapping, overlapping and padded convolutions."""
+    torch.manual_seed(0)
+    convs = [torch.nn.Sequential(torch.nn.Conv2d(2, 6, kernel, stride=stride, padding=padding)) for _ in range(3)]
+    params, _ = stack_module_state(convs)
+    x = torch.randn(3, 4, 2, 17, 23)
+    out = functional_call(grouped_copy(convs[0]), params, (x.flatten(0, 1),)).unflatten(0, (3, 4))
+    for i, conv in enumerate(convs):
+        torch.testing.assert_close(out[i], conv(x[i]), atol=1e-5, rtol=1e-5)

@@ -11,9 +11,9 @@ from pianolab.ab.runner import run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.config import config_from_dict
 from pianolab.models import create_model
-from pianolab.train.packed import PackedTrainer, SharedRows
+from pianolab.train.packed import PackedTrainer
 from pianolab.train.run import _mean_pearson
-from pianolab.train.trainer import Tensors, Trainer, seed_everything
+from pianolab.train.trainer import SharedRows, Tensors, Trainer, seed_everything
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 

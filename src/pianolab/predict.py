@@ -132,6 +132,7 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np
     import torch
 
     from pianolab.models import create_model
+    from pianolab.train.trainer import standardise
 
     norm = ckpt["norm"]
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
@@ -142,7 +143,8 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np
         if inputs.spec.shape[1:3] != (ckpt["model_kwargs"].get("in_channels"), ckpt["model_kwargs"].get("n_freq")):
             raise PianolabError(f"model expects spectrograms of {ckpt['model_kwargs'].get('in_channels')} x "
                                 f"{ckpt['model_kwargs'].get('n_freq')} bins, got {inputs.spec.shape[1:3]}")
-        batch["spec"] = torch.from_numpy((inputs.spec - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
+        batch["spec"] = standardise(torch.from_numpy(inputs.spec).float().to(device), norm["spec_mean"],
+                                    norm["spec_std"])
     if inputs.vector is not None:
         batch["vector"] = torch.from_numpy(model_vector(inputs, norm, folder)).to(device)
     with torch.no_grad():

@@ -67,6 +67,7 @@ class VectorProbe:
 def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
     """Test-fold vector inputs of a sklearn or neural (vector / hybrid) run, through the feature store."""
     from pianolab.predict import model_vector
+    from pianolab.train.trainer import standardise
 
     idx, y, _ = run.predictions(dataset)
     inputs = vector_inputs(run, dataset, idx)
@@ -80,8 +81,8 @@ def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
         model, _ = load_neural(run)
         device, fixed = model_device(model), {}
         if inputs.spec is not None:
-            fixed["spec"] = torch.from_numpy((inputs.spec[keep] - norm["spec_mean"]) / norm["spec_std"]).float() \
-                .to(device)
+            fixed["spec"] = standardise(torch.from_numpy(inputs.spec[keep]).float().to(device), norm["spec_mean"],
+                                        norm["spec_std"])
 
         def predict(Xs: np.ndarray) -> np.ndarray:
             outs = []
@@ -113,6 +114,7 @@ def spectrogram_featuriser(run: Run, norm: dict, device) -> Callable:
 
     from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
     from pianolab.train.inputs import _fit_frames, feature_spec, frames_for
+    from pianolab.train.trainer import standardise
 
     f = run.cfg.features
     spec = feature_spec(f, f.spectrogram)
@@ -124,7 +126,7 @@ def spectrogram_featuriser(run: Run, norm: dict, device) -> Callable:
                for w in waves]
         specs = compute_spectrograms(cut, spec.kind, spec.sample_rate, spec.frame_rate)
         arr = np.stack([_fit_frames(s.astype(np.float32), frames) for s in specs])
-        return torch.from_numpy((arr - norm["spec_mean"]) / norm["spec_std"]).float().to(device)
+        return standardise(torch.from_numpy(arr).to(device), norm["spec_mean"], norm["spec_std"])
 
     return featurise
 

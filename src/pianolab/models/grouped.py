@@ -74,7 +74,7 @@ class GroupedLayerNorm(nn.Module):
 
 class GroupedConv2d(nn.Module):
     """`nn.Conv2d` (no dilation or groups of its own) over (M*B, C, H, W), weight (M, out, C, k, k):
-    the patches unfolded, then one batched matmul."""
+    the patches gathered as rows, then one batched matmul."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -84,11 +84,13 @@ class GroupedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = _members(self.weight, 4)
         out = self.weight.shape[-4]
-        cols = F.unfold(x, self.kernel, padding=self.padding, stride=self.stride)  # (M*B, C*k*k, L)
-        h = (x.shape[-2] + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
-        w = (x.shape[-1] + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
-        b = x.shape[0] // m
-        rows = cols.reshape(m, b, cols.shape[1], -1).transpose(2, 3).reshape(m, -1, cols.shape[1])
+        if any(self.padding):
+            x = F.pad(x, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
+        # the patches as a strided view (N, C, h, w, kh, kw), copied once into rows ordered as F.unfold's
+        # columns (eager F.unfold on CUDA launches one im2col kernel per sequence)
+        patches = x.unfold(2, self.kernel[0], self.stride[0]).unfold(3, self.kernel[1], self.stride[1])
+        b, h, w = x.shape[0] // m, patches.shape[2], patches.shape[3]
+        rows = patches.permute(0, 2, 3, 1, 4, 5).reshape(m, b * h * w, -1)
         weight = self.weight.reshape(m, out, -1).transpose(1, 2)
         y = torch.bmm(rows, weight) if self.bias is None else \
             torch.baddbmm(self.bias.reshape(m, 1, out), rows, weight)

@@ -69,7 +69,8 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
         n *= s
     if getattr(base, "ndim", 0) == 1:  # one key per member of a grouped model, whose rows come member
         base, n = base[:, None], n // base.shape[0]  # by member: each draws its part from its own key
-    uniform = fused_uniform() if fused else None
+    # inside a compiled model the hash is compiled with it; `fused` is for eager callers
+    uniform = fused_uniform() if fused and not torch.compiler.is_compiling() else None
     return (uniform or _uniform)(base, n, device).view(shape)
 
 

@@ -29,38 +29,44 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from pianolab.errors import PianolabError
 from pianolab.models.grouped import grouped_copy, grouping_problem
 from pianolab.models.noise import noise_key
-from pianolab.train.trainer import Tensors, Trainer, batch_starts
+from pianolab.train.run import SharedSpec
+from pianolab.train.trainer import SharedRows, Tensors, Trainer, batch_starts, standardise
 
 
 @dataclass
-class SharedRows(Tensors):
-    """One role of one member as rows of a spectrogram tensor that every member shares on the
-    device, standardised per batch with the member's own training statistics: the float32
-    arithmetic of `run._prepare`, so a batch has the bits of the member's private copy. `batch`
-    holds the member's own (small) inputs, e.g. its scaled feature vector."""
+class StackedRows:
+    """Every member's training rows padded to the longest member and stacked, so that one (M, B) index
+    gathers every member's batch in a few kernels: the member's own inputs (M, N, ...), its targets, and
+    for spectrograms shared on the device (`SharedRows`) its rows of them and its statistics (applied by
+    `standardise`, as `SharedRows.take` does). Padding repeats row 0."""
 
-    spec: torch.Tensor | None = None  # (items, C, F, T) raw, shared
-    rows: torch.Tensor | None = None  # (n,) rows of `spec`
-    mean: float = 0.0
-    std: float = 1.0
+    batch: dict[str, torch.Tensor]
+    target: torch.Tensor
+    spec: torch.Tensor | None = None
+    rows: torch.Tensor | None = None  # (M, N)
+    mean: torch.Tensor | None = None  # (M,) float32
+    std: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    @classmethod
+    def of(cls, parts: list[Tensors]) -> StackedRows:
+        longest = max(len(p) for p in parts)
+        pad = lambda x: torch.cat([x, x[:1].expand(longest - len(x), *x.shape[1:])])  # noqa: E731
+        batch = {k: torch.stack([pad(p.batch[k]) for p in parts]) for k in parts[0].batch}
+        target = torch.stack([pad(p.target) for p in parts])
+        if not isinstance(parts[0], SharedRows):
+            return cls(batch, target)
+        return cls(batch, target, parts[0].spec, torch.stack([pad(p.rows) for p in parts]),
+                   torch.stack([p.mean for p in parts]), torch.stack([p.std for p in parts]))
 
-    def take(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {**super().take(idx), "spec": (self.spec[self.rows[idx]] - self.mean) / self.std}
-
-
-def share_spectrograms(member, cell, spec: torch.Tensor, row_of: dict[int, int], device) -> None:
-    """Point `member`'s train/val/test spectrograms at the shared `spec` (rows by dataset index)
-    and drop its private copies."""
-    for role in ("train", "val", "test"):
-        own: Tensors = getattr(member, role)
-        rows = torch.tensor([row_of[int(i)] for i in getattr(cell.roles, role)], dtype=torch.int64, device=device)
-        rest = {k: v for k, v in own.batch.items() if k != "spec"}
-        setattr(member, role, SharedRows(rest, own.target, spec, rows, cell.norm["spec_mean"],
-                                         cell.norm["spec_std"]))
-    cell.part = None
+    def take(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Member i's rows idx[i] of every input, and their targets: ((M, B, ...), (M, B, 19))."""
+        member = torch.arange(len(idx), device=idx.device)[:, None]
+        batch = {k: v[member, idx] for k, v in self.batch.items()}
+        if self.spec is not None:
+            x = self.spec[self.rows[member, idx]]
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            batch["spec"] = standardise(x, self.mean.view(shape), self.std.view(shape))
+        return batch, self.target[member, idx]
 
 
 def unpackable_reason(trainer: Trainer) -> str | None:
@@ -145,29 +151,30 @@ class PackedTrainer:
         t = self.trainers[i]
         return t.epoch >= t.cfg.train.epochs or t.should_stop
 
-    def train_epoch(self, train: list[Tensors]) -> dict[int, dict]:
-        """One epoch of every member still training; returns each one's epoch record."""
+    def train_epoch(self, train: StackedRows, sizes: list[int]) -> dict[int, dict]:
+        """One epoch of every member still training (member i has `sizes[i]` training rows); returns each
+        one's epoch record."""
         live = [i for i in range(len(self.trainers)) if not self.done(i)]
         bs = self.trainers[0].cfg.train.batch_size
-        perms = {i: torch.randperm(len(train[i]), device=self.device, generator=self.trainers[i].generator)
-                 for i in live}
-        n_steps = {i: len(batch_starts(len(train[i]), bs)) for i in live}
+        perm = torch.zeros(len(self.trainers), max(sizes), dtype=torch.int64, device=self.device)
+        for i in live:  # each member shuffles with its own generator; padding (and finished members) row 0
+            perm[i, :sizes[i]] = torch.randperm(sizes[i], device=self.device, generator=self.trainers[i].generator)
+        n_steps = {i: len(batch_starts(sizes[i], bs)) for i in live}
+        augmenting = any(self.trainers[i].augments for i in live)
         sums = torch.zeros(len(self.trainers), 2, device=self.device)
         t0 = time.perf_counter()
-        fill = {i: (train[i].take(perms[i][:bs]), train[i].target[perms[i][:bs]]) for i in live}
         for s in range(max(n_steps.values())):
-            stepping = [i for i in live if s < n_steps[i]]
-            batches = []
-            for i in range(len(self.trainers)):
-                if i in stepping:
-                    idx = perms[i][s * bs:(s + 1) * bs]
-                    batches.append(self.trainers[i]._augment(train[i].take(idx), train[i].target[idx]))
-                else:  # a masked member computes on a placeholder batch and does not move
-                    batches.append(fill.get(i) or fill[live[0]])
+            stepping = [i for i in live if s < n_steps[i]]  # the others compute on padding and do not move
+            batch, target = train.take(perm[:, s * bs:(s + 1) * bs])
+            if augmenting:
+                for i in stepping:
+                    own, target[i] = self.trainers[i]._augment({k: v[i] for k, v in batch.items()}, target[i])
+                    for k, v in own.items():
+                        batch[k][i] = v
             mask = torch.zeros(len(self.trainers), dtype=torch.bool)
             mask[stepping] = True
             mask = mask.to(self.device, non_blocking=True)
-            norms, losses = self._step(batches, mask, stepping)
+            norms, losses = self._step(batch, target, mask, stepping)
             sums += torch.stack([losses, norms], 1) * mask[:, None]
         for i in live:
             self.trainers[i].epoch += 1
@@ -182,15 +189,15 @@ class PackedTrainer:
                     "samples_per_s": rate,
                     "grad_norms": layer_grad_norms(self.trainers[i].model)} for i in live}
 
-    def _step(self, batches, mask: torch.Tensor, stepping: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = {k: torch.stack([b[0][k] for b in batches]) for k in batches[0][0]}
-        target = torch.stack([b[1] for b in batches])
+    def _step(self, batch: dict[str, torch.Tensor], target: torch.Tensor, mask: torch.Tensor,
+              stepping: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         grads, losses = self.grad_fn(self.params, self.buffers, batch, target, self.seeds, self.steps)
-        lrs = torch.tensor([self.trainers[i].optimizer.param_groups[0]["lr"] for i in range(len(batches))],
-                           dtype=torch.float64)
+        lrs = torch.tensor([t.optimizer.param_groups[0]["lr"] for t in self.trainers], dtype=torch.float64)
         self.steps += mask.to(torch.int64)
+        idle = [i for i in range(len(self.trainers)) if i not in stepping]
         with torch.no_grad():
-            norms = self._clipped_adamw(grads, lrs.to(self.device, non_blocking=True), mask)
+            norms = self._clipped_adamw(grads, lrs.to(self.device, non_blocking=True),
+                                        torch.tensor(idle).to(self.device, non_blocking=True) if idle else None)
         with warnings.catch_warnings():  # LambdaLR warns that its optimiser did not step: it did not
             warnings.simplefilter("ignore", UserWarning)
             for i in stepping:
@@ -198,28 +205,27 @@ class PackedTrainer:
         self.last_grads = grads
         return norms, losses.detach().float()
 
-    def _clipped_adamw(self, grads, lrs, mask) -> torch.Tensor:
+    def _clipped_adamw(self, grads, lrs, idle: torch.Tensor | None) -> torch.Tensor:
         """Each member's gradient clipped to its own norm, then torch.optim.AdamW's update per member (own
-        lr and step count) over the flat weights, in place; masked members stay put. Returns the (M,)
-        gradient norms."""
+        lr and step count) over the flat weights, in place (a dozen passes over them); the `idle`
+        members' rows are put back. Returns the (M,) gradient norms."""
+        state = (self.flat, self.exp_avg, self.exp_avg_sq)
+        saved = [t.index_select(0, idle) for t in state] if idle is not None else []
         g = torch.cat([grads[k].reshape(len(lrs), -1) for k in self.params], 1)
-        norms = g.float().pow(2).sum(1).sqrt()
-        coef = (self.trainers[0].cfg.optim.grad_clip / (norms + 1e-6)).clamp(max=1.0)
-        g = g * coef[:, None].to(g.dtype)
+        norms = torch.linalg.vector_norm(g, dim=1)
+        g.mul_((self.trainers[0].cfg.optim.grad_clip / (norms + 1e-6)).clamp(max=1.0)[:, None])
         b1, b2 = self.betas
         t = self.steps.to(torch.float64)
-        bc1 = 1 - b1 ** t
         bc2_sqrt = (1 - b2 ** t).sqrt().float()[:, None]
-        step_size = (lrs / bc1).float()[:, None]
+        step_size = (lrs / (1 - b1 ** t)).float()[:, None]
         keep = torch.stack([(1 - lrs * d).float() for d in self.decay_values], 1)  # (M, distinct decays)
-        decayed = self.flat * keep[:, self.decay_index]
-        avg = self.exp_avg + (1 - b1) * (g - self.exp_avg)
-        avg_sq = self.exp_avg_sq * b2 + (1 - b2) * g * g
-        new = decayed - step_size * (avg / (avg_sq.sqrt() / bc2_sqrt + self.eps))
-        m = mask[:, None]
-        self.flat.copy_(torch.where(m, new, self.flat))
-        self.exp_avg.copy_(torch.where(m, avg, self.exp_avg))
-        self.exp_avg_sq.copy_(torch.where(m, avg_sq, self.exp_avg_sq))
+        self.flat.mul_(keep[:, self.decay_index])
+        self.exp_avg.lerp_(g, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
+        self.flat.sub_(torch.div(self.exp_avg, denom, out=denom).mul_(step_size))
+        for tensor, rows in zip(state, saved, strict=False):
+            tensor.index_copy_(0, idle, rows)
         return norms
 
     def _write_back(self, members: list[int]) -> None:
@@ -250,8 +256,9 @@ class PackedTrainer:
 
     def fit(self, train: list[Tensors], val: list[Tensors], metric, on_epoch) -> None:
         """Train until every member is done; `on_epoch(i, record)` receives each member's records."""
+        stacked, sizes = StackedRows.of(train), [len(t) for t in train]
         while not all(self.done(i) for i in range(len(self.trainers))):
-            records = self.train_epoch(train)
+            records = self.train_epoch(stacked, sizes)
             due = [i for i in records if len(val[i]) and self.trainers[i].epoch % self.eval_every == 0]
             preds = {}
             if due and self.grouped is not None:  # members with nothing to validate predict a placeholder
@@ -279,14 +286,12 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
 
     device = pick_device(cfgs[0].train.device)
     loaded = load_all_items(cfgs[0], device)
-    cells = [prepare_cell(cfg, folder, experiment, variant, device, loaded=loaded)
-             for cfg, folder in zip(cfgs, folders, strict=True)]
-    shared = _shared_spectrograms(cells[0].cfg, loaded, device)
-    members = []
-    for c in cells:  # one member's private copy on the device at a time
-        members.append(neural_parts(c, device))
-        if shared is not None:
-            share_spectrograms(members[-1], c, *shared, device)
+    shared = _shared_spectrograms(cfgs[0], loaded, device)
+    cells, members = [], []
+    for cfg, folder in zip(cfgs, folders, strict=True):  # one cell's host arrays at a time
+        cells.append(prepare_cell(cfg, folder, experiment, variant, device, loaded=loaded))
+        members.append(neural_parts(cells[-1], device, shared))
+        cells[-1].part = None
     trainers = [m.trainer for m in members]
     reasons = {unpackable_reason(t) for t in trainers} - {None}
     if reasons:
@@ -301,9 +306,9 @@ def execute_pack(cfgs: list, folders: list, experiment: str, variant: str) -> li
     return [finish_cell(c, save_neural(c, m)) for c, m in zip(cells, members, strict=True)]
 
 
-def _shared_spectrograms(cfg, loaded, device) -> tuple[torch.Tensor, dict[int, int]] | None:
-    """Every item's raw spectrogram, once on the device, with the row of each dataset index; None
-    without spectrograms or with MIDI-augmented training copies (those stay private)."""
+def _shared_spectrograms(cfg, loaded, device) -> SharedSpec | None:
+    """Every item's raw spectrogram, once on the device; None without spectrograms or with
+    MIDI-augmented training copies (those stay private)."""
     if not cfg.features.spectrogram or cfg.features.augment_factor > 1:
         return None
-    return torch.from_numpy(np.ascontiguousarray(loaded.inputs.spec)).to(device), loaded.pos
+    return SharedSpec(torch.from_numpy(np.ascontiguousarray(loaded.inputs.spec)).to(device), loaded.pos)

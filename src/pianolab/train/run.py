@@ -269,14 +269,10 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndar
                 part[r] = Inputs(inp.spec, scaler.transform(inp.vector)[:, cols], norm["vector_names"], inp.ok)
         if cfg.features.stack:
             part = _stacked(cfg, part, targets, groups, norm)
-    if part["train"].spec is not None:  # per-bin standardisation with training statistics
-        spec = part["train"].spec
+    if part["train"].spec is not None:  # standardisation with training statistics, applied on the device
+        spec = part["train"].spec           # (`neural_parts`): the arrays stay raw
         norm["spec_mean"] = float(spec.mean())
         norm["spec_std"] = float(spec.std() + 1e-6)
-        for r, inp in part.items():
-            if inp.spec is not None:
-                part[r] = Inputs((inp.spec - norm["spec_mean"]) / norm["spec_std"], inp.vector,
-                                 inp.vector_names, inp.ok)
     return part, norm
 
 
@@ -333,10 +329,14 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
     return out
 
 
-def _to_device(inp: Inputs, device: torch.device) -> dict[str, torch.Tensor]:
+def _to_device(inp: Inputs, device: torch.device, norm: dict, spec: bool = True) -> dict[str, torch.Tensor]:
+    """`inp` on `device`, spectrograms standardised there; `spec` False leaves them out."""
     batch = {}
-    if inp.spec is not None:
-        batch["spec"] = torch.from_numpy(np.ascontiguousarray(inp.spec)).to(device)
+    if inp.spec is not None and spec:
+        from pianolab.train.trainer import standardise
+
+        raw = torch.from_numpy(np.ascontiguousarray(inp.spec)).to(device)
+        batch["spec"] = standardise(raw, norm["spec_mean"], norm["spec_std"])
     if inp.vector is not None:
         batch["vector"] = torch.from_numpy(np.ascontiguousarray(inp.vector)).to(device)
     return batch
@@ -357,6 +357,15 @@ def build_model(cfg: RunConfig, part_train: Inputs):
 
 
 @dataclass
+class SharedSpec:
+    """Every item's raw spectrogram, once on the device for several cells, and the row of each dataset
+    index."""
+
+    spec: torch.Tensor
+    row_of: dict[int, int]
+
+
+@dataclass
 class Neural:
     """A neural cell's model, trainer and device-resident inputs (standardised targets)."""
 
@@ -368,22 +377,30 @@ class Neural:
     test: object
 
 
-def neural_parts(cell: Cell, device: torch.device) -> Neural:
-    """Build the model (initialised from the cell's seed) and its trainer, move the inputs to `device`."""
-    from pianolab.train.trainer import Tensors, Trainer, seed_everything
+def neural_parts(cell: Cell, device: torch.device, shared: SharedSpec | None = None) -> Neural:
+    """Build the model (initialised from the cell's seed) and its trainer, move the inputs to `device`;
+    with `shared`, the spectrograms are the cell's rows of that device tensor instead of a copy."""
+    from pianolab.train.trainer import SharedRows, Tensors, Trainer, seed_everything
 
     cfg, part, targets, norm = cell.cfg, cell.part, cell.targets, cell.norm
     with _GLOBAL_RNG:  # cells trained as threads: no other one draws from the seeded generator meanwhile
         seed_everything(cfg.train.seed)
         model, shape_kw = build_model(cfg, part["train"])
     model.to(device)
-    as_target = lambda y: torch.from_numpy(_standardise(y, norm, 0.0)).float().to(device)  # noqa: E731
-    train_y = torch.from_numpy(_standardise(targets["train"], norm, cfg.objective.label_smoothing))
-    train = Tensors(_to_device(part["train"], device), train_y.float().to(device))
-    val = Tensors(_to_device(part["val"], device), as_target(targets["val"]))
-    test = Tensors(_to_device(part["test"], device), None)
+    y = {"train": _standardise(targets["train"], norm, cfg.objective.label_smoothing),
+         "val": _standardise(targets["val"], norm, 0.0)}
+    roles = {}
+    for r in ("train", "val", "test"):
+        target = torch.from_numpy(y[r]).float().to(device) if r in y else None
+        batch = _to_device(part[r], device, norm, spec=shared is None)
+        if shared is None or part[r].spec is None:
+            roles[r] = Tensors(batch, target)
+        else:
+            rows = torch.tensor([shared.row_of[int(i)] for i in getattr(cell.roles, r)], device=device)
+            roles[r] = SharedRows(batch, target, shared.spec, rows, norm["spec_mean"], norm["spec_std"])
+    train = roles["train"]
     trainer = Trainer(cfg, model, device, steps_per_epoch=max(1, len(train) // cfg.train.batch_size))
-    return Neural(model, shape_kw, trainer, train, val, test)
+    return Neural(model, shape_kw, trainer, train, roles["val"], roles["test"])
 
 
 def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:

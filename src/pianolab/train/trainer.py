@@ -43,6 +43,37 @@ class Tensors:
         return {k: v[idx] for k, v in self.batch.items()}
 
 
+def standardise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x - mean) / std in float32, by true division whether `mean`/`std` are numbers or tensors (a Python
+    number divisor is a multiply by its reciprocal on CUDA: other bits), so every path that standardises
+    a spectrogram (`run._to_device`, `SharedRows`, packed batches) gives the same bits."""
+    as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=x.device)  # noqa: E731
+    return (x - as_tensor(mean)) / as_tensor(std)
+
+
+@dataclass
+class SharedRows(Tensors):
+    """One role of one cell as rows of a spectrogram tensor that several cells share on the device
+    (packed training), standardised per batch with the cell's own training statistics (`standardise`,
+    so a batch has the bits of a private copy). `batch` holds the cell's own (small) inputs, e.g. its
+    scaled feature vector."""
+
+    spec: torch.Tensor | None = None  # (items, C, F, T) raw, shared
+    rows: torch.Tensor | None = None  # (n,) rows of `spec`
+    mean: torch.Tensor | float = 0.0  # float32 on the device once constructed
+    std: torch.Tensor | float = 1.0
+
+    def __post_init__(self):
+        self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32, device=self.spec.device)
+                               for v in (self.mean, self.std))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**super().take(idx), "spec": standardise(self.spec[self.rows[idx]], self.mean, self.std)}
+
+
 def batch_starts(n: int, bs: int) -> range:
     """Start index of each mini-batch of an epoch over `n` items (the last partial batch dropped,
     unless it is the only one)."""
@@ -119,6 +150,13 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             pred = self.model(batch)
         return self.loss_fn(pred.float(), target)
+
+    @property
+    def augments(self) -> bool:
+        """Whether `_augment` may change a batch (or draw random numbers)."""
+        reg = self.cfg.regularize
+        return self.preset.spec_augment_prob > 0 or max(reg.mixup_prob, self.preset.mixup_prob) > 0 \
+            or reg.cutmix_prob > 0
 
     def _augment(self, batch: dict, target: torch.Tensor) -> tuple[dict, torch.Tensor]:
         from pianolab.train.regularize import cutmix, mixup
