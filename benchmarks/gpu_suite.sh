@@ -40,15 +40,14 @@ for stage in "$@"; do
       NUMBA_CACHE_DIR=$(mktemp -d /tmp/numba.XXXX); export NUMBA_CACHE_DIR  # librosa's kernels, compiled afresh
       # numba's kernels compiled by one process (shards compiling them at once crash), while the shards
       # build the kinds that need none; they start on the others once it is done. PREWARM=1: compile them
-      # first, outside the timed part (numba's cache then lives with the installed librosa, like a .pyc).
-      # The shards run niced: the warm-up, on the critical path, gets its core
+      # first, outside the timed part (numba's cache then lives with the installed librosa, like a .pyc)
       warm() { python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up > /tmp/warm.log 2>&1 \
         && touch /tmp/warm.done; }
       [ "${PREWARM:-0}" = 1 ] && warm
       start=$(date +%s)
       [ -e /tmp/warm.done ] || warm &
       for i in $(seq 0 $((shards - 1))); do
-        timeout 420 nice -n 10 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
+        timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
           --shard "$i/$shards" --kinds "$kinds" --after-warm-up /tmp/warm.done > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
