@@ -55,10 +55,10 @@ def worker_threads(jobs: int):
 @BACKENDS.register("packed")
 def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
     """Each variant's unfinished cells trained together as one batched model
-    (`pianolab.train.packed`), `jobs` variants at once in spawned processes (sharing the GPU; not yet
-    measured faster than one at a time there: docs/benchmarks.md); variants that cannot be packed
-    (scikit-learn models, BatchNorm, ...) run one cell at a time. Finished cells are skipped and busy
-    ones left to their owner."""
+    (`pianolab.train.packed`), `jobs` variants at once in spawned processes (sharing the GPU: on one
+    H200, two at once took 293.9 s where one after the other took 304.6 s, docs/benchmarks.md); variants
+    that cannot be packed (scikit-learn models, BatchNorm, ...) run one cell at a time. Finished cells are
+    skipped and busy ones left to their owner."""
     packs = []
     for variant in dict.fromkeys(c.variant for c in cells):
         todo, locks = [], []
