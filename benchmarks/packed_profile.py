@@ -104,10 +104,9 @@ def main() -> None:
         if len(TIMES["train"]) == args.profile_epoch:
             prof.stop()
         events = prof.key_averages()
-        busy = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") / 1e6
         spent = TIMES["train"][args.profile_epoch - 1] + TIMES["validate"][args.profile_epoch - 1]
-        print(f"profiled epoch {args.profile_epoch} (training and validation): {spent:.3f} s, "
-              f"CUDA kernels {busy:.3f} s")
+        print(f"profiled epoch {args.profile_epoch} (training and validation): {spent:.3f} s of wall; the "
+              "kernels' sum is the table's 'Self CUDA time total' (the labelled phases repeat their kernels)")
         print(events.table(sort_by="self_device_time_total", row_limit=40))
         print(events.table(sort_by="cpu_time_total", row_limit=25))
 

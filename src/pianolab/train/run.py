@@ -269,8 +269,9 @@ def _prepare(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndar
                 part[r] = Inputs(inp.spec, scaler.transform(inp.vector)[:, cols], norm["vector_names"], inp.ok)
         if cfg.features.stack:
             part = _stacked(cfg, part, targets, groups, norm)
-    if part["train"].spec is not None:  # standardisation with training statistics, applied on the device
-        spec = part["train"].spec           # (`neural_parts`): the arrays stay raw
+    # spectrogram statistics of the training part; `neural_parts` standardises on the device (arrays stay raw)
+    if part["train"].spec is not None:
+        spec = part["train"].spec
         norm["spec_mean"] = float(spec.mean())
         norm["spec_std"] = float(spec.std() + 1e-6)
     return part, norm
