@@ -145,6 +145,24 @@ def test_classic_set_names_match_output(dataset):
     assert len(classic_names("all_traditional")) == 120
 
 
+def test_shared_spectra_give_librosas_own_arrays(dataset):
+    """The descriptors share one STFT and one mel spectrogram (`Spectra`): on a rendered performance they
+    equal what librosa computes from the wave inside mfcc, onset_strength and chroma_stft."""
+    librosa = pytest.importorskip("librosa")
+    from pianolab.features.classic import HOP, N_FFT, Spectra
+    from pianolab.render import make_renderer
+
+    item = next(it for it in dataset.items if it.group == GROUP)
+    y = np.asarray(make_renderer("midirenderer", SR).render(item.midi_path.read_bytes()), dtype=np.float32)
+    x = Spectra(y[: 8 * SR], SR)
+    assert np.array_equal(librosa.feature.mfcc(S=x.mel_db, n_mfcc=13),
+                          librosa.feature.mfcc(y=x.y, sr=SR, n_mfcc=13, n_fft=N_FFT, hop_length=HOP, n_mels=128))
+    assert np.array_equal(librosa.onset.onset_strength(S=x.mel_db, sr=SR, hop_length=HOP),
+                          librosa.onset.onset_strength(y=x.y, sr=SR, hop_length=HOP))
+    assert np.array_equal(librosa.feature.chroma_stft(S=x.mag**2, sr=SR),
+                          librosa.feature.chroma_stft(y=x.y, sr=SR, n_fft=N_FFT, hop_length=HOP))
+
+
 def test_symbolic_relative_is_zero_for_the_score_itself(dataset):
     from pianolab.features.kinds import get_kind
     from pianolab.features.store import FeatureSpec

@@ -15,6 +15,7 @@ Named sets (`CLASSIC_SETS`):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -25,8 +26,29 @@ N_FFT, HOP = 2048, 512
 STATS = ("mean", "std", "p10", "p50", "p90")
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-# each descriptor function: (wave, sample rate, device for array work or None) -> {name: value}
+# each descriptor function: (Spectra of one wave, device for array work or None) -> {name: value}
 CLASSIC_SETS: Registry[tuple[Callable[..., dict[str, float]], ...]] = Registry("classic set")
+
+
+class Spectra:
+    """One wave and its analyses, each computed once for all the descriptors of a set: the magnitude
+    STFT (2048 / 512) and the 128-band log-power mel spectrogram built from it. librosa computes the same
+    arrays from `y` inside `mfcc`, `onset_strength` and `chroma_stft` (the same values: tested)."""
+
+    def __init__(self, y: np.ndarray, sr: int):
+        self.y, self.sr = y, sr
+
+    @functools.cached_property
+    def mag(self) -> np.ndarray:
+        import librosa
+
+        return np.abs(librosa.stft(self.y, n_fft=N_FFT, hop_length=HOP))
+
+    @functools.cached_property
+    def mel_db(self) -> np.ndarray:
+        import librosa
+
+        return librosa.power_to_db(librosa.feature.melspectrogram(S=self.mag**2, sr=self.sr, n_mels=128))
 
 
 def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
@@ -37,26 +59,27 @@ def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
     return dict(zip([f"{prefix}_{s}" for s in STATS], [x.mean(), x.std(), p10, p50, p90], strict=True))
 
 
-def spectral(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
+def spectral(x: Spectra, device: str | None = None) -> dict[str, float]:
     import librosa
 
-    s = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
+    s, sr = x.mag, x.sr
     return {**_stats("centroid", librosa.feature.spectral_centroid(S=s, sr=sr)),
             **_stats("rolloff", librosa.feature.spectral_rolloff(S=s, sr=sr, roll_percent=0.85)),
             **_stats("bandwidth", librosa.feature.spectral_bandwidth(S=s, sr=sr))}
 
 
-def mfcc(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
+def mfcc(x: Spectra, device: str | None = None) -> dict[str, float]:
     import librosa
 
-    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13, n_fft=N_FFT, hop_length=HOP, n_mels=128)
+    m = librosa.feature.mfcc(S=x.mel_db, n_mfcc=13)
     return {k: v for i in range(13) for k, v in _stats(f"mfcc{i}", m[i]).items()}
 
 
-def temporal(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
+def temporal(x: Spectra, device: str | None = None) -> dict[str, float]:
     import librosa
 
-    env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP)
+    y, sr = x.y, x.sr
+    env = librosa.onset.onset_strength(S=x.mel_db, sr=sr, hop_length=HOP)
     tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=HOP)
     onsets = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=HOP)
     ibi = np.diff(librosa.frames_to_time(beats, sr=sr, hop_length=HOP))
@@ -99,11 +122,11 @@ def harmonic_ratio(mag: np.ndarray, kernel: int = 31, device: str | None = None)
     return float((power * mask**2).sum() / total) if total > 0 else 0.0
 
 
-def harmonic(y: np.ndarray, sr: int, device: str | None = None) -> dict[str, float]:
+def harmonic(x: Spectra, device: str | None = None) -> dict[str, float]:
     import librosa
 
-    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
-    chroma = librosa.feature.chroma_stft(S=mag**2, sr=sr)
+    mag = x.mag
+    chroma = librosa.feature.chroma_stft(S=mag**2, sr=x.sr)
     f = {f"chroma{i}_{s_}": float(fn(chroma[i])) for i in range(12) for s_, fn in (("mean", np.mean),
                                                                                     ("std", np.std))}
     f["harmonic_ratio"] = harmonic_ratio(mag, device=device)
@@ -142,6 +165,7 @@ def classic_features(y: np.ndarray, sr: int, name: str, device: str | None = Non
     if len(y) < N_FFT:
         y = np.pad(y, (0, N_FFT - len(y)))
     f: dict[str, float] = {}
+    spectra = Spectra(y, sr)
     for fn in CLASSIC_SETS.get(name):
-        f.update(fn(y, sr, device))
+        f.update(fn(spectra, device))
     return np.nan_to_num(np.array([f[k] for k in classic_names(name)], dtype=np.float32))
