@@ -32,8 +32,9 @@ CLASSIC_SETS: Registry[tuple[Callable[..., dict[str, float]], ...]] = Registry("
 
 class Spectra:
     """One wave and its analyses, each computed once for all the descriptors of a set: the magnitude
-    STFT (2048 / 512) and the 128-band log-power mel spectrogram built from it. librosa computes the same
-    arrays from `y` inside `mfcc`, `onset_strength` and `chroma_stft` (the same values: tested)."""
+    STFT (2048 / 512), its power and the 128-band log-power mel spectrogram built from it. librosa
+    computes the same arrays from `y` inside `mfcc`, `onset_strength` and `chroma_stft` (the same
+    values: tested)."""
 
     def __init__(self, y: np.ndarray, sr: int):
         self.y, self.sr = y, sr
@@ -45,10 +46,14 @@ class Spectra:
         return np.abs(librosa.stft(self.y, n_fft=N_FFT, hop_length=HOP))
 
     @functools.cached_property
+    def power(self) -> np.ndarray:
+        return self.mag**2
+
+    @functools.cached_property
     def mel_db(self) -> np.ndarray:
         import librosa
 
-        return librosa.power_to_db(librosa.feature.melspectrogram(S=self.mag**2, sr=self.sr, n_mels=128))
+        return librosa.power_to_db(librosa.feature.melspectrogram(S=self.power, sr=self.sr, n_mels=128))
 
 
 def _stats(prefix: str, x: np.ndarray) -> dict[str, float]:
@@ -125,11 +130,10 @@ def harmonic_ratio(mag: np.ndarray, kernel: int = 31, device: str | None = None)
 def harmonic(x: Spectra, device: str | None = None) -> dict[str, float]:
     import librosa
 
-    mag = x.mag
-    chroma = librosa.feature.chroma_stft(S=mag**2, sr=x.sr)
+    chroma = librosa.feature.chroma_stft(S=x.power, sr=x.sr)
     f = {f"chroma{i}_{s_}": float(fn(chroma[i])) for i in range(12) for s_, fn in (("mean", np.mean),
                                                                                     ("std", np.std))}
-    f["harmonic_ratio"] = harmonic_ratio(mag, device=device)
+    f["harmonic_ratio"] = harmonic_ratio(x.mag, device=device)
     mean = chroma.mean(axis=1)
     rs = sorted((np.corrcoef(mean, np.roll(p, k))[0, 1] if mean.std() > 0 else 0.0)
                 for p in (_MAJOR, _MINOR) for k in range(12))

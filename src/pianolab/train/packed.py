@@ -114,15 +114,15 @@ class PackedTrainer:
         self.loss_fn, self.autocast = trainers[0].loss_fn, trainers[0].autocast
         self.eval_every = trainers[0].cfg.train.eval_every
         self.grouped = grouped_copy(self.template) if grouping_problem(self.template) is None else None
-        # compiled on CUDA whatever train.compile says: once per pack, it pays (eager, the keyed dropout and
-        # the norms run as separate passes over M times the activations; docs/benchmarks.md)
-        self.compiled = device.type == "cuda"
         if self.grouped is not None:
             self.params = {k: torch.nn.Parameter(v) for k, v in self.params.items()}  # views of self.flat
             for name, p in self.params.items():  # the grouped copy's own weights are the stacked ones
                 owner, _, leaf = name.rpartition(".")
                 self.grouped.get_submodule(owner)._parameters[leaf] = p
-            self.grouped_losses = torch.compile(self._grouped_losses) if self.compiled else self._grouped_losses
+            # compiled on CUDA whatever train.compile says: once per pack, it pays (eager, the keyed dropout
+            # and the norms run as separate passes over M times the activations; docs/benchmarks.md)
+            self.grouped_losses = torch.compile(self._grouped_losses) if device.type == "cuda" \
+                else self._grouped_losses
             self.grad_fn = self._grouped_grads
         else:
             self.grad_fn = vmap(grad_and_value(self._loss))  # every argument batched over members
@@ -142,7 +142,7 @@ class PackedTrainer:
         return torch.stack([self.loss_fn(p, t) for p, t in zip(pred.unbind(0), target.unbind(0), strict=True)])
 
     def _grouped_grads(self, params, buffers, batch, target, seeds, steps):
-        with noise_key(seeds, steps, fused=self.device.type == "cuda"):
+        with noise_key(seeds, steps):  # on CUDA the hash is compiled with the model
             losses = self.grouped_losses(batch, target)
         grads = torch.autograd.grad(losses.sum(), list(params.values()))
         return dict(zip(params, grads, strict=True)), losses.detach()
