@@ -79,7 +79,7 @@ def main() -> None:
     trainer._clipped_adamw = _labelled("AdamW", trainer._clipped_adamw)
     packed.StackedRows.take = _labelled("gather batch", packed.StackedRows.take)
     activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * torch.cuda.is_available()
-    prof = profile(activities=activities)
+    prof = profile(activities=activities, record_shapes=True)
 
     def epoch(self, *rest):  # the profile covers one epoch's training and validation
         if len(TIMES["train"]) + 1 == args.profile_epoch:
@@ -109,6 +109,29 @@ def main() -> None:
               "kernels' sum is the table's 'Self CUDA time total' (the labelled phases repeat their kernels)")
         print(events.table(sort_by="self_device_time_total", row_limit=40))
         print(events.table(sort_by="cpu_time_total", row_limit=25))
+        _copies(prof.events())
+
+
+COPYING = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::reshape",
+           "aten::_reshape_alias", "aten::empty_like"}
+
+
+def _copies(events) -> None:
+    """The copies' GPU time by the operation that asked for them and the shapes copied (the busiest 15)."""
+    spent: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        if e.name != "aten::copy_" or not e.self_device_time_total:
+            continue
+        parent = e.cpu_parent
+        while parent is not None and parent.name in COPYING:
+            parent = parent.cpu_parent
+        key = (parent.name if parent is not None else "-", str(e.input_shapes[:2]))
+        spent.setdefault(key, [0.0, 0])
+        spent[key][0] += e.self_device_time_total / 1e3
+        spent[key][1] += 1
+    print("copies by caller and shapes (ms of GPU time in the profiled epoch, calls):")
+    for (caller, shapes), (ms, n) in sorted(spent.items(), key=lambda kv: -kv[1][0])[:15]:
+        print(f"  {ms:8.1f} ms {n:5d}  {caller[:60]:<60} {shapes[:90]}")
 
 
 if __name__ == "__main__":

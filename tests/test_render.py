@@ -8,7 +8,7 @@ import pytest
 
 from pianolab.errors import PianolabError
 from pianolab.features.midi import read_notes
-from pianolab.render import augment_midi, draw_params, make_renderer
+from pianolab.render import augment_midi, draw_params, make_renderer, rest
 from pianolab.render.audio import trim_trailing_silence
 from pianolab.render.augment import AugmentParams, clamp_shift
 
@@ -120,3 +120,40 @@ def test_fluidsynth_missing_says_how_to_install(short_midi, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(PianolabError, match="apt-get install fluidsynth"):
         make_renderer("fluidsynth").render(short_midi)
+
+
+LONG_REST = "Schubert_D960_mv3_8bars_0_17"  # its last event at ~6 s, its end ~19 s later
+
+
+def _full_render(data: bytes) -> np.ndarray:
+    import midirenderer
+
+    from pianolab.render.audio import decode_wav, finish
+    from pianolab.render.renderers import timgm6mb_path
+
+    return finish(*decode_wav(bytes(midirenderer.render_wave_from(timgm6mb_path().read_bytes(), data))), 16000, 1.0)
+
+
+@pytest.mark.parametrize("tail_s", [rest.TAIL_S, 0.3])
+def test_final_rest_is_not_synthesised_and_the_bits_stay(dataset, renderer, monkeypatch, tail_s):
+    """The shortened copy stands when the sound has died away before its end; with a tail too short
+    for that (0.3 s, pedal down at the end) the whole file is rendered. The bits are the whole file's."""
+    import midirenderer
+
+    data = next(it.midi_path for it in dataset.items if it.stem == LONG_REST).read_bytes()
+    notes = read_notes("x", data)
+    last = max(notes.notes[:, 1].max(), *(c[-1, 0] for c in notes.controls.values()))
+    short = rest.without_rest(data, tail_s)
+    assert mido.MidiFile(file=io.BytesIO(short)).length == pytest.approx(last + tail_s, abs=0.01)
+    assert mido.MidiFile(file=io.BytesIO(data)).length > last + 15
+    full = _full_render(data)
+    synthesised = []
+    real = midirenderer.render_wave_from
+    monkeypatch.setattr(midirenderer, "render_wave_from", lambda sf, midi: synthesised.append(midi) or real(sf, midi))
+    monkeypatch.setattr(rest, "TAIL_S", tail_s)
+    assert renderer.render(data).tobytes() == full.tobytes()
+    assert synthesised == ([short, data] if tail_s == 0.3 else [short])
+
+
+def test_a_file_without_a_final_rest_is_rendered_as_it_is(short_midi):
+    assert rest.without_rest(short_midi) is None

@@ -53,10 +53,13 @@ def _work(path: Path, specs: list[tuple[int, FeatureSpec]], spectrogram_here: bo
 
     out, waves, errors, records = {}, {}, {}, {}
     renders = {} if renders is None else renders
+    copies: dict[tuple, bytes] = {}  # MIDI bytes by (augment, copy): read and checked once per file
     for idx, spec in specs:
         kind = get_kind(spec.kind)
         try:
-            data = augmented_bytes(path, spec.augment, spec.copy)
+            if (spec.augment, spec.copy) not in copies:
+                copies[spec.augment, spec.copy] = augmented_bytes(path, spec.augment, spec.copy)
+            data = copies[spec.augment, spec.copy]
             if kind.input == "midi":
                 out[idx] = kind.compute(data, path, spec)
                 continue

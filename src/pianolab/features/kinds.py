@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,18 @@ class FeatureKind:
 FEATURE_KINDS: Registry[FeatureKind] = Registry("feature kind")
 
 
-def _symbolic(data: bytes, path: Path, spec) -> np.ndarray:
+@lru_cache(maxsize=2)
+def _notes(path: Path, data: bytes):
+    """read_notes, once for the MIDI kinds of one file (their callers only read the arrays)."""
     from pianolab.features.midi import read_notes
+
+    return read_notes(path, data)
+
+
+def _symbolic(data: bytes, path: Path, spec) -> np.ndarray:
     from pianolab.features.symbolic import performance_features
 
-    return performance_features(read_notes(path, data))
+    return performance_features(_notes(path, data))
 
 
 def _score_path(path: Path) -> Path:
@@ -65,10 +73,9 @@ def _score_shift(path: Path, spec) -> int:
 
 def _symbolic_aligned(data: bytes, path: Path, spec) -> np.ndarray:
     from pianolab.features.aligned import score_aligned_features
-    from pianolab.features.midi import read_notes
     from pianolab.features.symbolic import performance_features
 
-    perf = read_notes(path, data)
+    perf = _notes(path, data)
     return np.concatenate([performance_features(perf), score_aligned_features(
         path, _score_path(path), perf, score_shift=_score_shift(path, spec))])
 

@@ -5,7 +5,8 @@
 - `fluidsynth`: the FluidSynth program with any SoundFont (Debian `fluid-soundfont-gm` by default),
   reverb and chorus configurable, fixed gain, 32-bit float output (no dither).
 Both keep the sustain pedal (the synthesiser interprets CC64), trim trailing silence and apply a fixed
-gain (never per-file peak normalisation). `settings()` records what identifies the output.
+gain (never per-file peak normalisation). `midirenderer` skips synthesising a file's final rest
+(`rest.py`; same bits). `settings()` records what identifies the output.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from pianolab.errors import PianolabError
 from pianolab.registry import Registry
 from pianolab.render.audio import decode_wav, finish
+from pianolab.render.rest import render_skipping_rest
 
 RENDERERS: Registry[type] = Registry("renderer")
 FLUIDSYNTH_HELP = "install it with: apt-get install fluidsynth fluid-soundfont-gm"
@@ -69,12 +71,15 @@ class MidiRenderer:
             import midirenderer
         except ImportError:
             raise PianolabError("renderer 'midirenderer' needs: pip install midirenderer") from None
-        try:
-            wav = midirenderer.render_wave_from(_file_bytes(str(timgm6mb_path())), midi)
-        except (ValueError, RuntimeError) as e:
-            raise PianolabError(f"midirenderer failed ({e})") from None
-        audio, rate = decode_wav(bytes(wav))
-        return finish(audio, rate, self.sample_rate, self.gain)
+
+        def synthesise(data: bytes) -> tuple[np.ndarray, int]:
+            try:
+                wav = midirenderer.render_wave_from(_file_bytes(str(timgm6mb_path())), data)
+            except (ValueError, RuntimeError) as e:
+                raise PianolabError(f"midirenderer failed ({e})") from None
+            return decode_wav(bytes(wav))
+
+        return render_skipping_rest(synthesise, midi, self.sample_rate, self.gain)
 
 
 @RENDERERS.register("fluidsynth")
