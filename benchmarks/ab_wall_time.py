@@ -3,8 +3,9 @@
 Default: experiments/ab_wall_time.yaml (2 variants x 5 seeds x 4 folds, ultra_tiny AST, 100 epochs),
 run with each named backend into a fresh runs root and fresh torch.compile caches (spawned workers start
 with nothing compiled; a backend run in this process keeps what an earlier one compiled: put it first);
-prints wall time, cells/min and GPU utilisation (nvidia-smi, sampled while training), and checks that
-every backend gives the same per-cell scores.
+prints wall time, cells/min and GPU utilisation (nvidia-smi every 200 ms: over the whole run, and while
+training, i.e. between the first and the last epoch record of any cell), and checks that every backend
+gives the same per-cell scores.
 
     python benchmarks/ab_wall_time.py [--backends local,local:8,threads:8,packed] [--epochs N] [--seeds S]
 """
@@ -12,6 +13,7 @@ every backend gives the same per-cell scores.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -58,10 +60,19 @@ def main() -> None:
         scores[item] = res.scores
         cells = res.scores.size
         print(f"{item:<10} wall {wall:7.1f} s  {cells / wall * 60:6.1f} cells/min  "
-              f"mean pearson {res.scores.mean():.4f}  {gpu.summary()}")
+              f"mean pearson {res.scores.mean():.4f}  whole run: {gpu.summary()}")
+        first, last = _training_window(root)
+        print(f"{'':<10} while training ({last - first:.0f} s): {gpu.summary((first, last))}")
     first = next(iter(scores.values()))
     for item, s in scores.items():
         print(f"max |cell difference| {item} vs {next(iter(scores))}: {np.abs(s - first).max():.2e}")
+
+
+def _training_window(root: Path) -> tuple[float, float]:
+    """Unix times of the first and the last epoch record of any run under `root`."""
+    stamps = [json.loads(line)["finished_at"] for f in root.rglob("metrics.jsonl")
+              for line in f.read_text().splitlines() if line.strip()]
+    return min(stamps), max(stamps)
 
 
 if __name__ == "__main__":

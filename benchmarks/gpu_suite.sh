@@ -47,11 +47,15 @@ for stage in "$@"; do
       start=$(date +%s)
       [ -e /tmp/warm.done ] || warm &
       for i in $(seq 0 $((shards - 1))); do
-        timeout 420 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
+        # PROFILE_SHARD=1: shard 0 runs under cProfile (its table in featurise_profile.txt; the wall is then not a figure)
+        prof=(); [ "$i" = 0 ] && [ -n "${PROFILE_SHARD:-}" ] && prof=(-m cProfile -o /tmp/feat-0.prof)
+        timeout 420 python3 -X faulthandler "${prof[@]}" benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
           --shard "$i/$shards" --kinds "$kinds" --after-warm-up /tmp/warm.done > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
       end=$(date +%s)
+      [ -n "${PROFILE_SHARD:-}" ] && python3 -c "import pstats; s = pstats.Stats('/tmp/feat-0.prof'); \
+        s.sort_stats('cumulative').print_stats(45); s.sort_stats('tottime').print_stats(25)" > "$OUT/featurise_profile.txt"
       tail -1 /tmp/warm.log | tee "$OUT/featurise.txt"
       tail -n 8 /tmp/feat-0.log | tee -a "$OUT/featurise.txt"
       grep -h "^phases" /tmp/feat-*.log | tee -a "$OUT/featurise.txt"

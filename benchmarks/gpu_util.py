@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 
 
 class GpuSampler:
-    """`with GpuSampler() as s: ...` then `s.summary()`: mean and p10 utilisation per GPU (%)."""
+    """`with GpuSampler() as s: ...` then `s.summary()`: mean and p10 utilisation per GPU (%), of every
+    sample or of those taken within a window of Unix times."""
 
     def __init__(self, interval_ms: int = 200):
         self.interval_ms, self.samples, self._proc = interval_ms, [], None
@@ -25,19 +27,20 @@ class GpuSampler:
     def _read(self) -> None:
         for line in self._proc.stdout:
             idx, util = (x.strip() for x in line.split(","))
-            self.samples.append((int(idx), float(util)))
+            self.samples.append((int(idx), float(util), time.time()))
 
     def __exit__(self, *exc) -> None:
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait()
 
-    def summary(self) -> str:
-        if not self.samples:
+    def summary(self, window: tuple[float, float] | None = None) -> str:
+        samples = [s for s in self.samples if window is None or window[0] <= s[2] <= window[1]]
+        if not samples:
             return "GPU utilisation: not sampled (no nvidia-smi)"
         out = []
-        for gpu in sorted({i for i, _ in self.samples}):
-            vals = sorted(u for i, u in self.samples if i == gpu)
+        for gpu in sorted({s[0] for s in samples}):
+            vals = sorted(s[1] for s in samples if s[0] == gpu)
             out.append(f"GPU {gpu}: mean {sum(vals) / len(vals):.0f}%, p10 {vals[len(vals) // 10]:.0f}% "
                        f"({len(vals)} samples)")
         return "GPU utilisation: " + "; ".join(out)

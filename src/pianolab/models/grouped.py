@@ -4,7 +4,7 @@ training (`pianolab.train.packed`).
 `grouped_copy(model)` swaps every Linear, LayerNorm and Conv2d for a grouped twin that reads stacked
 weights (M, *shape), as `torch.func.stack_module_state` makes them, through `functional_call`. The
 batch is the members' batches one after another, (M*B, ...): a grouped layer views it as (M, B*..., ...)
-and multiplies each member's rows by that member's weights in one batched matmul (`baddbmm`), so
+and multiplies each member's rows by that member's weights in one batched matmul (`bmm`), so
 attention stays the ordinary fused kernel over M*B sequences (under `vmap` a pack of 20 ASTs took
 65-75 GB and trained slower than one model at a time: most likely the math attention kernel,
 materialising every attention matrix; docs/benchmarks.md). Keyed dropout draws each
@@ -36,6 +36,13 @@ def _members(weight: torch.Tensor, base_ndim: int) -> int:
     return weight.shape[0] if weight.ndim > base_ndim else 1
 
 
+def _with_bias(y: torch.Tensor, bias: torch.Tensor | None, m: int) -> torch.Tensor:
+    """(M, rows, out) plus each member's bias (M, out). Not `baddbmm`: that first copies the broadcast
+    bias into the whole output, then the matmul reads it back (on the GPU those copies were ~10 % of a
+    packed step); added after `bmm`, compiled, the bias joins the next pointwise kernel."""
+    return y if bias is None else y + bias.reshape(m, 1, -1).to(y.dtype)
+
+
 class GroupedLinear(nn.Module):
     """`nn.Linear` over (M*B, ..., in) with weight (M, out, in), bias (M, out)."""
 
@@ -46,11 +53,7 @@ class GroupedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = _members(self.weight, 2)
         w = self.weight.reshape(m, *self.weight.shape[-2:])
-        rows = x.reshape(m, -1, x.shape[-1])
-        if self.bias is None:
-            y = torch.bmm(rows, w.transpose(1, 2))
-        else:
-            y = torch.baddbmm(self.bias.reshape(m, 1, -1), rows, w.transpose(1, 2))
+        y = _with_bias(torch.bmm(x.reshape(m, -1, x.shape[-1]), w.transpose(1, 2)), self.bias, m)
         return y.reshape(*x.shape[:-1], w.shape[1])
 
 
@@ -91,9 +94,7 @@ class GroupedConv2d(nn.Module):
         patches = x.unfold(2, self.kernel[0], self.stride[0]).unfold(3, self.kernel[1], self.stride[1])
         b, h, w = x.shape[0] // m, patches.shape[2], patches.shape[3]
         rows = patches.permute(0, 2, 3, 1, 4, 5).reshape(m, b * h * w, -1)
-        weight = self.weight.reshape(m, out, -1).transpose(1, 2)
-        y = torch.bmm(rows, weight) if self.bias is None else \
-            torch.baddbmm(self.bias.reshape(m, 1, out), rows, weight)
+        y = _with_bias(torch.bmm(rows, self.weight.reshape(m, out, -1).transpose(1, 2)), self.bias, m)
         return y.reshape(m * b, h, w, out).permute(0, 3, 1, 2)
 
 

@@ -435,9 +435,10 @@ def _resume(folder: Path, trainer) -> Callable[[dict], None]:
 
 
 def append_record(folder: Path, rec: dict) -> None:
-    """Append one epoch record to the run folder's metrics.jsonl."""
+    """Append one epoch record to the run folder's metrics.jsonl, stamped with the time it ended
+    (`finished_at`, Unix seconds: when each run trained, e.g. for a benchmark's training window)."""
     with (folder / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(rec) + "\n")
+        f.write(json.dumps({**rec, "finished_at": round(time.time(), 3)}) + "\n")
 
 
 def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
