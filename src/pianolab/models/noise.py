@@ -11,9 +11,9 @@ model (`pianolab.models.grouped`) sets (M,) tensors of seeds and steps: member i
 are what member i draws alone.
 
 The hash is integer arithmetic, so it is exact however it is computed: on CUDA, outside `vmap`
-(`fused=True`), it runs as one `torch.compile`d kernel instead of a dozen passes, with the same bits. The
-per-element part runs in int32 arithmetic (wrapping products, masked shifts): the bits of the int64
-reference `_fmix32`, about twice as fast.
+(`fused=True`), it runs as one `torch.compile`d kernel instead of a dozen int64 passes, with the
+same bits. (An int32 version, the same bits, was tried and dropped: it saved ~0.6 ms of a 45 ms packed
+GPU step but made compiling the packed model ~35 % longer: docs/benchmarks.md, "Seventh GPU pass".)
 """
 
 from __future__ import annotations
@@ -75,36 +75,16 @@ def keyed_uniform(shape: tuple[int, ...], salt: int, device: torch.device) -> to
     return (uniform or _uniform)(base, n, device).view(shape)
 
 
-def _int32(c: int) -> int:
-    """The 32-bit constant `c` as the int32 with the same bits."""
-    return c - (1 << 32) if c >= 1 << 31 else c
-
-
-_GOLDEN_SIGNED = _int32(0x9E3779B1)
-
-
-def _fmix32_int32(x: torch.Tensor) -> torch.Tensor:
-    """`_fmix32` in int32 arithmetic (products wrap modulo 2**32; shifts made logical by masking): the same
-    bits at about twice the speed of the int64 version, eager or compiled."""
-    x = x ^ ((x >> 16) & 0xFFFF)
-    x = x * _int32(0x85EBCA6B)
-    x = x ^ ((x >> 13) & 0x7FFFF)
-    x = x * _int32(0xC2B2AE35)
-    return x ^ ((x >> 16) & 0xFFFF)
+# 0x9E3779B1 - 2**32: the same low 32 bits after masking, and an int32 literal.
+_GOLDEN_SIGNED = 0x9E3779B1 - (1 << 32)
 
 
 def _uniform(base, n: int, device: torch.device) -> torch.Tensor:
-    """The hash of element index ^ key, as uniforms in [0, 1) with 24 bits; `n` < 2**31. The element index is
-    xor-ed with the key before any multiply: Inductor folds a multiply of a bare index into its (int32 on
-    CUDA) index arithmetic, where the constant times the tensor's strides overflows ("Scalar -419976072960
-    is out of range for type int32"); after the xor it is a value."""
-    if isinstance(base, int):  # the key's 32 bits as an int32
-        base = _int32(base)
-    else:
-        base = torch.where(base >= 1 << 31, base - (1 << 32), base).to(torch.int32)
-    idx = torch.arange(n, device=device, dtype=torch.int32)
-    hashed = _fmix32_int32((idx ^ base) * _GOLDEN_SIGNED + base)
-    return ((hashed >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
+    """The element index is xor-ed with the key before any multiply: Inductor folds a multiply of a bare
+    index into its (int32 on CUDA) index arithmetic, where the constant times the tensor's strides
+    overflows ("Scalar -419976072960 is out of range for type int32"); after the xor it is a value."""
+    idx = torch.arange(n, device=device, dtype=torch.int64)
+    return (_fmix32((idx ^ base) * _GOLDEN_SIGNED + base) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
 @functools.cache
