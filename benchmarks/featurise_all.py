@@ -1,7 +1,7 @@
 """Render and featurise all labelled PercePiano performances from the cache up; print time and size.
 
-Default renderer (midirenderer + TimGM6mb), kinds log_mel and cqt (first 10 s), all_traditional and
-symbolic_aligned (symbolic + score-aligned). Workers render and compute per-file features; the
+Default renderer (midirenderer + TimGM6mb), kinds log_mel and cqt (first 10 s), symbolic_aligned
+(symbolic + score-aligned) and all_traditional. Workers render and compute per-file features; the
 spectrograms are batched on the GPU when one is present.
 
     python benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 16 [--device cuda] [--limit N]
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 STARTED = time.monotonic()
-KINDS = ("log_mel", "cqt", "all_traditional", "symbolic_aligned")
+KINDS = ("log_mel", "cqt", "symbolic_aligned", "all_traditional")
 
 
 def main() -> None:
@@ -29,11 +29,12 @@ def main() -> None:
     ap.add_argument("--shard", default="0/1", help="I/N: this process takes every N-th clip from I (run N "
                     "processes at once; the store is safe for concurrent writers)")
     ap.add_argument("--warm-up", action="store_true", help="only compile the kinds' numba kernels into "
-                    "numba's cache, then exit (run once before starting shard processes at once)")
+                    "numba's cache, kind after kind in --kinds order (with --after-warm-up FILE, writing "
+                    "FILE.KIND after each), then exit (run once before starting shard processes at once)")
     ap.add_argument("--after-warm-up", type=Path, default=None, metavar="FILE",
-                    help="build the kinds that need no warm-up first, then wait for FILE (written when a "
-                    "--warm-up process is done) before the others: shards need not wait for the warm-up. "
-                    "The renders of the first part are kept in memory for the second (each clip rendered once)")
+                    help="build the kinds that need no warm-up first, then each other kind once FILE.KIND "
+                    "exists (written by a --warm-up process): shards need not wait for the whole warm-up. "
+                    "The renders of the first part are kept in memory for the rest (each clip rendered once)")
     args = ap.parse_args()
     index, count = map(int, args.shard.split("/"))
     if count > 1:  # one shard process per core: each keeps to one OpenMP/BLAS thread, set before numpy loads
@@ -48,8 +49,11 @@ def main() -> None:
     paths = [it.midi_path for it in load_dataset(args.data_root).items][: args.limit][index::count]
     specs = [FeatureSpec(kind) for kind in args.kinds.split(",")]
     if args.warm_up:
-        warm_up(specs)
-        print(f"warm-up: {time.monotonic() - STARTED:.1f} s")
+        for spec in specs:
+            warm_up([spec])
+            if args.after_warm_up is not None:
+                _mark(args.after_warm_up, spec.kind).touch()
+            print(f"warm-up of {spec.kind} done at {time.monotonic() - STARTED:.1f} s")
         return
     start = time.monotonic()
     early, late = specs, []
@@ -60,13 +64,16 @@ def main() -> None:
     tables = build(paths, early, args.cache_dir, args.device, "skip", progress=True, workers=args.workers,
                    renders=renders)
     phases = {"imports": start - STARTED, "kinds without warm-up": time.monotonic() - start}
-    if late:
-        while not args.after_warm_up.exists():
+    phases["waiting for the warm-up"] = phases["kinds after the warm-up"] = 0.0
+    for spec in late:
+        t0 = time.monotonic()
+        while not _mark(args.after_warm_up, spec.kind).exists():
             time.sleep(0.2)
-        phases["waiting for the warm-up"] = time.monotonic() - STARTED - sum(phases.values())
-        tables += build(paths, late, args.cache_dir, args.device, "skip", progress=True, workers=args.workers,
+        t1 = time.monotonic()
+        tables += build(paths, [spec], args.cache_dir, args.device, "skip", progress=True, workers=args.workers,
                         renders=renders)
-        phases["kinds after the warm-up"] = time.monotonic() - STARTED - sum(phases.values())
+        phases["waiting for the warm-up"] += t1 - t0
+        phases["kinds after the warm-up"] += time.monotonic() - t1
     wall = time.monotonic() - start
     print("phases: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in phases.items()))
     for t in tables:
@@ -76,6 +83,11 @@ def main() -> None:
     size = Store(args.cache_dir).size_bytes() / 1e6
     print(f"{len(paths)} clips, {len(specs)} kinds, {args.workers} workers: wall {wall:.1f} s, "
           f"{len(paths) / wall:.1f} clips/s, cache {size:.1f} MB")
+
+
+def _mark(prefix: Path, kind: str) -> Path:
+    """The file a --warm-up process writes once `kind` is compiled."""
+    return prefix.with_name(f"{prefix.name}.{kind}")
 
 
 if __name__ == "__main__":

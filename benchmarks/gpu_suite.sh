@@ -7,6 +7,7 @@
 #         model-based sections; JOBS: cross-split runs at once) | throughput_compile (SIZES: a comma list of AST sizes)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8; more options in $ABWALL_ARGS)
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS) | profile (benchmarks/packed_profile.py)
+#         | compile_time (benchmarks/compile_time.py)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
 # GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
@@ -22,6 +23,7 @@ if [ ! -e /tmp/site/.done ]; then
   else python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || exit 1
   fi
+  python3 -m compileall -q -j 0 /tmp/site > /dev/null  # the .pyc files pip writes at install (the bundle has none)
   touch /tmp/site/.done
 fi
 RUNS=${RUNS:-/tmp/runs}
@@ -33,34 +35,41 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     featurise|features_fast)  # one shard process per core from an empty cache; featurise = the issue-4 set
-      kinds=log_mel,cqt,all_traditional,symbolic,symbolic_aligned
+      kinds=log_mel,cqt,symbolic,symbolic_aligned,all_traditional
       [ "$stage" = features_fast ] && kinds=log_mel,symbolic,symbolic_aligned
       shards=$(nproc)
-      rm -rf /tmp/cache /tmp/warm.done
-      NUMBA_CACHE_DIR=$(mktemp -d /tmp/numba.XXXX); export NUMBA_CACHE_DIR  # librosa's kernels, compiled afresh
-      # numba's kernels compiled by one process (shards compiling them at once crash), while the shards
-      # build the kinds that need none; they start on the others once it is done. PREWARM=1: compile them
-      # first, outside the timed part (numba's cache then lives with the installed librosa, like a .pyc)
-      warm() { python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds "$kinds" --warm-up > /tmp/warm.log 2>&1 \
-        && touch /tmp/warm.done; }
+      rm -rf /tmp/cache /tmp/warm.done* /tmp/warm-*.log
+      NUMBA_CACHE_DIR=$(mktemp -d /tmp/numba.XXXX); export NUMBA_CACHE_DIR  # numba's kernels, compiled afresh
+      # each kind's numba kernels (librosa's, parangonar's) compiled by one process of its own (shards
+      # compiling them at once crash), while the shards build the kinds that need none; they start on a
+      # kind once its warm-up is done. PREWARM=1: compile them first, outside the timed part (numba's
+      # cache then lives with the installed packages, like a .pyc)
+      warm() {
+        for kind in symbolic_aligned all_traditional; do
+          python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds $kind --warm-up \
+            --after-warm-up /tmp/warm.done > /tmp/warm-$kind.log 2>&1 &
+        done
+        wait && touch /tmp/warm.done
+      }
       [ "${PREWARM:-0}" = 1 ] && warm
       start=$(date +%s)
       [ -e /tmp/warm.done ] || warm &
       for i in $(seq 0 $((shards - 1))); do
         # PROFILE_SHARD=1: shard 0 runs under cProfile (its table in featurise_profile.txt; the wall is then not a figure)
         prof=(); [ "$i" = 0 ] && [ -n "${PROFILE_SHARD:-}" ] && prof=(-m cProfile -o /tmp/feat-0.prof)
-        timeout 420 python3 -X faulthandler "${prof[@]}" benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
+        # SHARD_NICE=N: the shards niced by N, so that the warm-ups get their cores
+        timeout 420 nice -n "${SHARD_NICE:-0}" python3 -X faulthandler "${prof[@]}" benchmarks/featurise_all.py --cache-dir /tmp/cache --workers 0 \
           --shard "$i/$shards" --kinds "$kinds" --after-warm-up /tmp/warm.done > "/tmp/feat-$i.log" 2>&1 &
       done
       wait
       end=$(date +%s)
       [ -n "${PROFILE_SHARD:-}" ] && python3 -c "import pstats; s = pstats.Stats('/tmp/feat-0.prof'); \
         s.sort_stats('cumulative').print_stats(45); s.sort_stats('tottime').print_stats(25)" > "$OUT/featurise_profile.txt"
-      tail -1 /tmp/warm.log | tee "$OUT/featurise.txt"
+      tail -qn 1 /tmp/warm-*.log | tee "$OUT/featurise.txt"
       tail -n 8 /tmp/feat-0.log | tee -a "$OUT/featurise.txt"
       grep -h "^phases" /tmp/feat-*.log | tee -a "$OUT/featurise.txt"
       grep -h "skipped [1-9]\|  skipped \|Error\|Fatal" /tmp/feat-*.log | head -30 | tee -a "$OUT/featurise.txt"
-      echo "$shards shards, PREWARM=${PREWARM:-0}, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
+      echo "$shards shards, PREWARM=${PREWARM:-0}, SHARD_NICE=${SHARD_NICE:-0}, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
         | tee -a "$OUT/featurise.txt" ;;
     probe_cqt)
       for kind in cqt all_traditional; do
@@ -87,6 +96,8 @@ for stage in "$@"; do
     abwall)
       guard "${GUARD:-560}" python3 benchmarks/ab_wall_time.py --backends "${BACKENDS:-packed,local:8}" ${ABWALL_ARGS:-} 2>&1 \
         | grep -v Warn | tee "$OUT/ab_wall_time.txt" ;;
+    compile_time)  # torch.compile of a packed model's forward and backward (benchmarks/compile_time.py)
+      guard 300 python3 benchmarks/compile_time.py 2>&1 | grep -v Warn | tee "$OUT/compile_time.txt" ;;
     profile)  # where one packed variant's time goes (benchmarks/packed_profile.py)
       guard "${GUARD:-300}" python3 benchmarks/packed_profile.py 2>&1 | grep -v "Warn\|file/s" | tee "$OUT/profile.txt" ;;
     cold)

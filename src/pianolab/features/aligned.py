@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,24 @@ def _score(path: str) -> MidiNotes:
     return read_notes(path)
 
 
+@cache
+def _cache_dtw_kernel() -> None:
+    """Let numba keep parangonar's compiled DTW kernel on disk (parangonar compiles it afresh in every
+    process): worker processes then load what `warm_up_alignment` compiled before they started."""
+    from parangonar.dp.dtw import weighted_dtw_forward_and_backward
+
+    if hasattr(weighted_dtw_forward_and_backward, "enable_caching"):  # a numba dispatcher
+        weighted_dtw_forward_and_backward.enable_caching()
+
+
+def warm_up_alignment() -> None:
+    """Compile (and cache) the alignment's numba kernel: a made-up scale of 16 notes aligned with itself."""
+    onsets = np.arange(16) * 0.5
+    notes = np.column_stack([onsets, onsets + 0.45, 60 + np.arange(16) % 12, np.full(16, 64.0)])
+    scale = MidiNotes(notes, quarters=np.arange(16.0), quarter_durations=np.full(16, 0.9), end=8.0)
+    match(scale, scale)
+
+
 class CompiledDTW:
     """parangonar's DTW interface (`(distance, path) = dtw(X, Y)`) on its numba-compiled weighted DTW,
     unit step weights, steps tried diagonal first: the choices of its pure-Python `DTW`, whose
@@ -93,6 +111,7 @@ class CompiledDTW:
     def __init__(self, metric: str = "euclidean"):
         from parangonar.dp.dtw import WDTW
 
+        _cache_dtw_kernel()
         self.dtw = WDTW(directional_weights=np.ones(3), directions=np.array([[1, 1], [1, 0], [0, 1]]),
                         metric=metric)
 

@@ -26,8 +26,8 @@ class FeatureKind:
     """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec,
     device): device a torch device for its array work, or None for numpy);
     `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms;
-    `warm_up(spec)`: compile what the kind JIT-compiles (librosa's numba kernels) in this process, so that
-    parallel workers load it from numba's cache instead of compiling it at the same time: concurrent
+    `warm_up(spec)`: compile what the kind JIT-compiles (librosa's or parangonar's numba kernels) in this
+    process, so that parallel workers load it from numba's cache instead of compiling it at the same time: concurrent
     writers of that cache leave files that crash their readers (numba issue 10128)."""
 
     name: str
@@ -114,7 +114,7 @@ def register_all() -> None:
     """Fill FEATURE_KINDS (idempotent); called lazily by the store so imports stay side-effect free."""
     if "symbolic" in FEATURE_KINDS:
         return
-    from pianolab.features.aligned import ALIGNED_NAMES
+    from pianolab.features.aligned import ALIGNED_NAMES, warm_up_alignment
     from pianolab.features.classic import CLASSIC_SETS, classic_names
     from pianolab.features.spectrogram import SPECTROGRAMS
     from pianolab.features.symbolic import SYMBOLIC_NAMES
@@ -122,7 +122,8 @@ def register_all() -> None:
     FEATURE_KINDS.add("symbolic", FeatureKind("symbolic", "midi", MIDI_FIELDS, 1, SYMBOLIC_NAMES, _symbolic))
     # version 2: the aligner's random draws are seeded (version 1 could differ from call to call)
     FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 2,
-                                                      SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned))
+                                                      SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned,
+                                                      warm_up=lambda spec: warm_up_alignment()))
     FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
                                                        SYMBOLIC_NAMES, _symbolic_relative))
     for name in CLASSIC_SETS:
