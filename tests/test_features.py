@@ -127,6 +127,29 @@ def test_alignment_is_the_same_every_time(dataset):
     assert np.random.randint(1 << 30) == np.random.RandomState(1).randint(1 << 30)  # caller's state kept
 
 
+def test_alignment_warm_up_leaves_the_kernel_for_other_processes(dataset, tmp_path):
+    """The symbolic_aligned kind's warm-up compiles parangonar's DTW kernel into numba's on-disk cache
+    (which workers then load instead of compiling it each), with the signature real alignments use."""
+    import os
+    import subprocess
+    import sys
+
+    from parangonar.dp.dtw import weighted_dtw_forward_and_backward as kernel
+
+    from pianolab.features.aligned import _score, match, warm_up_alignment
+    from pianolab.features.kinds import _score_path, get_kind
+
+    assert get_kind("symbolic_aligned").warm_up is not None
+    code = "from pianolab.features.aligned import warm_up_alignment; warm_up_alignment()"
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}, check=True)
+    assert list(tmp_path.rglob("*weighted_dtw_forward_and_backward*.nbc"))
+    warm_up_alignment()
+    compiled = set(kernel.signatures)
+    path = dataset.root / "midi" / "Beethoven_WoO80_var23_8bars_26_13.mid"
+    match(_score(str(_score_path(path))), read_notes(path))
+    assert compiled and set(kernel.signatures) == compiled
+
+
 def test_select_top_k_finds_informative_columns():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 10))

@@ -1,6 +1,7 @@
 """Training runs: determinism, resume after an interruption, run folder contents, predict."""
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,10 @@ def test_resume_after_interruption_gives_same_weights(tmp_path, monkeypatch):
     w_clean = torch.load(clean / "checkpoint.pt", weights_only=True)["model"]
     w_resumed = torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(w_clean[k], w_resumed[k]) for k in w_clean)
-    assert [r["epoch"] for r in track.read_metrics(folder)] == list(range(1, 7))
+    records = track.read_metrics(folder)
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    finished = [r["finished_at"] for r in records]  # Unix times: the resumed epochs came later
+    assert finished == sorted(finished) and finished[-1] <= time.time()
     assert not (folder / "state.pt").exists()
 
 
