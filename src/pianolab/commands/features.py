@@ -86,8 +86,9 @@ def warm_up_cmd(
     kind: Annotated[list[str] | None, typer.Option("--kind", help="feature kind (repeatable; default: every "
                                                    "kind that compiles kernels)")] = None,
 ) -> None:
-    """Compile the kernels feature kinds JIT-compile (librosa's numba kernels) into numba's cache, once per
-    installation: later builds, and several shard processes at once, load them instead of compiling."""
+    """Compile the kernels feature kinds JIT-compile (librosa's and parangonar's numba kernels) into numba's
+    cache, once per installation: later builds, and several shard processes at once, load them instead of
+    compiling."""
     from pianolab.features.build import warm_up
     from pianolab.features.kinds import FEATURE_KINDS, get_kind, register_all
     from pianolab.features.store import FeatureSpec
