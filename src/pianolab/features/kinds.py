@@ -27,8 +27,8 @@ class FeatureKind:
     device): device a torch device for its array work, or None for numpy);
     `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms;
     `warm_up(spec)`: compile what the kind JIT-compiles (librosa's or parangonar's numba kernels) in this
-    process, so that parallel workers load it from numba's cache instead of compiling it at the same time: concurrent
-    writers of that cache leave files that crash their readers (numba issue 10128)."""
+    process, so that parallel workers load it from numba's cache instead of compiling it at the same
+    time: concurrent writers of that cache leave files that crash their readers (numba issue 10128)."""
 
     name: str
     input: str

@@ -1,8 +1,8 @@
 """Render without synthesising the rest at the end of a MIDI file.
 
-PercePiano files often end ~20 s after their last event (42 % of the rendered audio in a sample of
-21 files), and a synthesiser renders up to the end of the file: that silence costs as much as music,
-then the trim throws it away. `render_skipping_rest` renders a copy that ends `TAIL_S` after the last
+PercePiano files can end ~20 s after their last event (the dataset's README), and a synthesiser renders
+up to the end of the file (its voices are silent by then, but the samples are still made, converted
+and resampled) before the trim throws them away. `render_skipping_rest` renders a copy that ends `TAIL_S` after the last
 event and keeps it when the trimmed audio ends at least `GUARD_S` before that copy's end (the sound
 has died away, and with no event left it cannot return); otherwise it renders the whole file. Either
 way the result has the bits of the whole file's render (tested on real files).
