@@ -61,18 +61,20 @@ def main() -> None:
         cells = res.scores.size
         print(f"{item:<10} wall {wall:7.1f} s  {cells / wall * 60:6.1f} cells/min  "
               f"mean pearson {res.scores.mean():.4f}  whole run: {gpu.summary()}")
-        first, last = _training_window(root)
-        print(f"{'':<10} while training ({last - first:.0f} s): {gpu.summary((first, last))}")
+        window = _training_window(root)
+        if window is not None:
+            print(f"{'':<10} while training ({window[1] - window[0]:.0f} s): {gpu.summary(window)}")
     first = next(iter(scores.values()))
     for item, s in scores.items():
         print(f"max |cell difference| {item} vs {next(iter(scores))}: {np.abs(s - first).max():.2e}")
 
 
-def _training_window(root: Path) -> tuple[float, float]:
-    """Unix times of the first and the last epoch record of any run under `root`."""
-    stamps = [json.loads(line)["finished_at"] for f in root.rglob("metrics.jsonl")
+def _training_window(root: Path) -> tuple[float, float] | None:
+    """Unix times of the first and the last epoch record of any run under `root` (None: no epochs)."""
+    stamps = [json.loads(line).get("finished_at") for f in root.rglob("metrics.jsonl")
               for line in f.read_text().splitlines() if line.strip()]
-    return min(stamps), max(stamps)
+    stamps = [t for t in stamps if t is not None]
+    return (min(stamps), max(stamps)) if stamps else None
 
 
 if __name__ == "__main__":
