@@ -110,3 +110,31 @@ def test_concurrent_cells_save_the_same_split_safely(dataset, tmp_path):
         paths = set(pool.map(lambda _: save_split(split, tmp_path), range(64)))
     assert len(paths) == 1 and load_split(paths.pop(), dataset) == split
     assert [p.name for p in tmp_path.iterdir()] == [f"{split.id}.json"]  # no temporary file left
+
+
+def test_paper_composition_protocol_matches_its_code(dataset):
+    from pianolab.data.splits import make_split
+
+    split = make_split(dataset, "percepiano_composition")
+    folds = split.repeats[0]
+    test = set(folds[0].test)
+    assert all(set(f.test) == test for f in folds)  # one fixed test set for the 4 fold models
+    assert 0.15 * len(dataset) <= len(test) < 0.25 * len(dataset)
+    groups = dict(zip(dataset.stems, dataset.column("group"), strict=True))
+    assert {groups[s] for s in test}.isdisjoint(groups[s] for f in folds for s in f.train)
+    held = [set(dataset.stems) - test - set(f.train) for f in folds]  # the paper's validation folds
+    assert all(a.isdisjoint(b) for i, a in enumerate(held) for b in held[i + 1:])
+    assert set().union(*held) == set(dataset.stems) - test
+    assert make_split(dataset, "percepiano_composition", seed=7).digest == split.digest  # fixed by random(42)
+
+
+def test_paper_performer_protocol_matches_its_code(dataset):
+    from pianolab.data.splits import make_split
+
+    folds = make_split(dataset, "percepiano_performer").repeats[0]
+    by_stem = {it.stem: it for it in dataset.items}
+    tested = {(by_stem[s].composer, by_stem[s].player) for s in folds[0].test}
+    assert tested == {("Beethoven", "2"), ("Beethoven", "3"), ("Schubert", "1"), ("Schubert", "2")}
+    assert all(by_stem[s].player != "Score2" for f in folds for s in set(dataset.stems) - set(f.train) - set(f.test))
+    first_out = {(by_stem[s].composer, by_stem[s].player) for s in set(dataset.stems) - set(folds[0].train) - set(folds[0].test)}
+    assert first_out == {("Beethoven", "4"), ("Beethoven", "7"), ("Schubert", "3"), ("Schubert", "4")}

@@ -369,3 +369,71 @@ def get_split(dataset: Dataset, name: str, folds: int | None = None, repeats: in
             return load_split(path, dataset)
     save_split(split, directory)
     return split
+
+
+# The PercePiano paper's two protocols, rebuilt from the file names as its code does
+# (virtuoso/pyScoreParser/m2pf_dataset_compositionfold.py and m2pf_dataset_performerfold.py in
+# github.com/JonghoKimSNU/PercePiano). Each has a fixed test set; fold k trains on the items outside
+# the test set and outside validation fold k (the paper's early-stopping set, unused here) and is
+# scored on the test set, so the protocol's figure is the mean over the K fold models.
+PAPER_SEED = 42
+PAPER_BEETHOVEN_PLAYERS = ("1", "2", "3", "4", "7", "11", "14", "18", "19", "22", "24", "26")
+
+
+def _paper_folds(ds: Dataset, test: set[str], valid: list[set[str]]) -> list[Fold]:
+    stems = sorted(ds.stems)
+    return [Fold(tuple(s for s in stems if s not in test and s not in v), tuple(sorted(test))) for v in valid]
+
+
+@_register(
+    "percepiano_composition",
+    "The PercePiano paper's composition (piece) 4-fold protocol: excerpt groups shuffled with "
+    "Python's random(42), groups of more than one performance drawn until 15% of the items form a "
+    "fixed test set, the other groups dealt round-robin to 4 validation folds; fold k trains on the "
+    "items outside the test set and validation fold k and is scored on the test set.",
+    ("group",), default_folds=4,
+)
+def _paper_composition(ds, k, rng):
+    import random
+
+    paper_rng = random.Random(PAPER_SEED)
+    stems = sorted(s.strip() for s in ds.stems)
+    paper_rng.shuffle(stems)
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for s in stems:
+        parts = s.split("_")
+        by_group["_".join(parts[:-2] + parts[-1:])].append(s)
+    test: list[str] = []
+    while len(test) < 0.15 * len(stems):
+        key = paper_rng.choice(list(by_group))
+        if len(by_group[key]) > 1:
+            test += by_group.pop(key)
+    valid: list[set[str]] = [set() for _ in range(k)]
+    for i, members in enumerate(by_group.values()):
+        valid[i % k].update(members)
+    original = {s.strip(): s for s in ds.stems}  # one file name starts with a space
+    return _paper_folds(ds, {original[s] for s in test}, [{original[s] for s in v} for v in valid])
+
+
+def _paper_performer_id(item) -> int:
+    """The paper code's performer number: Score 0, Score2 -1 (always trained on), Beethoven's
+    players renumbered by their position in its list, Schubert's as written."""
+    if item.player in ("Score", "Score2"):
+        return 0 if item.player == "Score" else -1
+    if item.composer == "Beethoven":
+        return PAPER_BEETHOVEN_PLAYERS.index(item.player)
+    return int(item.player)
+
+
+@_register(
+    "percepiano_performer",
+    "The PercePiano paper's performer 4-fold protocol: test = performer numbers 1 and 2 of its "
+    "code, validation fold k = numbers 2k+3 and 2k+4. Not performer-clean: the code renumbers "
+    "Beethoven's players, so player 1 trains (Beethoven) and is tested (Schubert).",
+    (), default_folds=4,
+)
+def _paper_performer(ds, k, rng):
+    ids = {it.stem: _paper_performer_id(it) for it in ds.items}
+    test = {s for s, p in ids.items() if p in (1, 2)}
+    valid = [{s for s, p in ids.items() if p in (2 * f + 3, 2 * f + 4)} for f in range(k)]
+    return _paper_folds(ds, test, valid)
