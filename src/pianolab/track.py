@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -137,47 +139,147 @@ def read_metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-SINKS: Registry = Registry("tracker")
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """What an experiment sends to a tracker: its finished cells (folder, tags), its settings, the
+    verdicts per variant ({variant: {name: number or text}}; None before a report) and the report."""
+
+    name: str
+    root: Path
+    cells: list[tuple[Path, dict]]
+    info: dict = field(default_factory=dict)
+    verdicts: dict[str, dict] | None = None
+    report_dir: Path | None = None
 
 
-@SINKS.register("none")
-def _no_sink(folder: Path, experiment: str, tags: dict, uri: str | None) -> None:
+@dataclass(frozen=True)
+class Sink:
+    """A tracker: how one finished cell, and a whole experiment after its report, are mirrored."""
+
+    cell: Callable[[Path, str, dict, str | None], None]
+    experiment: Callable[[ExperimentRecord, str | None], None]
+
+
+def _nothing(*args) -> None:
     return None
 
 
-@SINKS.register("mlflow")
-def mlflow_sink(folder: Path, experiment: str, tags: dict, uri: str | None) -> None:
-    """Mirror a finished run folder into MLflow (local SQLite store by default)."""
-    import mlflow
+SINKS: Registry[Sink] = Registry("tracker")
+SINKS.add("none", Sink(_nothing, _nothing))
 
-    mlflow.set_tracking_uri(uri or default_mlflow_uri(folder.parents[3]))
-    mlflow.set_experiment(experiment)
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _cell_name(folder: Path) -> str:
+    return f"{folder.parent.parent.name}/{folder.name}"
+
+
+def _mlflow_artifacts(root: Path) -> Path:
+    return root / "mlartifacts"
+
+
+def _mlflow_cell_run(client, exp_id: str, folder: Path, tags: dict) -> str:
+    """The cell's MLflow run (made once per folder): config as params, epoch records and summary as
+    metrics, variant/seed/fold and provenance as tags."""
+    from mlflow.entities import Metric
+
+    from pianolab import mlflow_store
+
     meta = read_meta(folder)
+    ts = int(meta.get("finished", time.time()) * 1000)
+    metrics = [Metric(k, float(v), ts, int(rec.get("epoch", 0))) for rec in read_metrics(folder)
+               for k, v in rec.items() if k != "epoch" and _number(v)]
+    metrics += [Metric(k, float(v), ts, 0) for k, v in meta.get("summary", {}).items() if _number(v)]
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    with mlflow.start_run(run_name=folder.parent.parent.name + "/" + folder.name):
-        mlflow.set_tags({**{k: str(v) for k, v in tags.items()}, "git_commit": str(meta.get("git_commit")),
-                         "data_version": meta.get("data_version"), "run_folder": str(folder)})
-        mlflow.log_params({k: str(v)[:250] for k, v in flatten(cfg).items()})
-        for rec in read_metrics(folder):
-            step = int(rec.get("epoch", 0))
-            mlflow.log_metrics({k: float(v) for k, v in rec.items()
-                                if isinstance(v, (int, float)) and k != "epoch" and np.isfinite(v)}, step=step)
-        mlflow.log_metrics({k: float(v) for k, v in meta.get("summary", {}).items()
-                            if isinstance(v, (int, float))})
+    tags = {"kind": "cell", **tags, "git_commit": meta.get("git_commit"), "data_version": meta.get("data_version"),
+            "run_folder": str(folder)}
+    return mlflow_store.log_run(client, exp_id, "/".join(folder.parts[-3:]), _cell_name(folder), tags,
+                                flatten(cfg), metrics)
 
 
-@SINKS.register("wandb")
-def wandb_sink(folder: Path, experiment: str, tags: dict, uri: str | None) -> None:
-    """Mirror a run into W&B, offline unless the user configured W&B (WANDB_MODE)."""
+def _mlflow_cell(folder: Path, experiment: str, tags: dict, uri: str | None) -> None:
+    """Mirror a finished run folder into MLflow (local SQLite store beside the run folders by default)."""
+    from pianolab import mlflow_store
+
+    root = folder.parents[3]
+    with mlflow_store.store(uri or default_mlflow_uri(root), _mlflow_artifacts(root)) as client:
+        _mlflow_cell_run(client, mlflow_store.experiment_id(client, experiment, _mlflow_artifacts(root)),
+                         folder, tags)
+
+
+def _mlflow_experiment(rec: ExperimentRecord, uri: str | None) -> None:
+    """Bring the store in line with the run folders: runs left RUNNING by a kill are marked FAILED,
+    every finished cell the store lacks is mirrored; after a report, one parent run carries the
+    verdicts (numbers as metrics `<variant>.<name>`, words as tags), the report folder as artifacts,
+    and the cells as its child runs."""
+    from mlflow.entities import Metric
+
+    from pianolab import mlflow_store
+
+    artifacts = _mlflow_artifacts(rec.root)
+    with mlflow_store.store(uri or default_mlflow_uri(rec.root), artifacts) as client:
+        exp_id = mlflow_store.experiment_id(client, rec.name, artifacts)
+        mlflow_store.mark_interrupted(client, exp_id)
+        children = [_mlflow_cell_run(client, exp_id, folder, tags) for folder, tags in rec.cells]
+        if rec.verdicts is None:
+            return
+        ts = int(time.time() * 1000)
+        metrics = [Metric(f"{v}.{k}", float(x), ts, 0) for v, d in rec.verdicts.items() for k, x in d.items()
+                   if _number(x)]
+        tags = {"kind": "experiment", "mlflow.note.content": rec.info.get("hypothesis", ""),
+                **{f"{v}.{k}": x for v, d in rec.verdicts.items() for k, x in d.items() if isinstance(x, str)}}
+        parent = mlflow_store.log_run(client, exp_id, "experiment", rec.name, tags, rec.info, metrics,
+                                      {"report": rec.report_dir} if rec.report_dir else None, replace=True)
+        for child in children:
+            client.set_tag(child, "mlflow.parentRunId", parent)
+
+
+def _wandb_init(root: Path, **kwargs):
+    """A W&B run, offline unless the user configured W&B (WANDB_MODE); files under `<runs root>/wandb`."""
     import wandb
 
     os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb, wandb.init(dir=str(root), reinit="create_new", **kwargs)
+
+
+def _wandb_cell(folder: Path, experiment: str, tags: dict, uri: str | None) -> None:
+    """Mirror a run into W&B: epoch records, the summary metrics (every model, scikit-learn ones too)
+    and the predictions as an artifact."""
+    summary = {k: v for k, v in read_meta(folder).get("summary", {}).items() if _number(v)}
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    run = wandb.init(project=experiment, config=cfg, tags=[f"{k}={v}" for k, v in tags.items()],
-                     dir=str(folder), reinit=True)
-    for rec in read_metrics(folder):
-        run.log(rec)
-    run.finish()
+    wandb, run = _wandb_init(folder.parents[3], project=experiment, name=_cell_name(folder), job_type="cell",
+                             group=folder.parent.parent.name, config=cfg,
+                             tags=[f"{k}={v}"[:64] for k, v in tags.items()])
+    with run:
+        for rec in read_metrics(folder):
+            run.log(rec)
+        run.log(summary)
+        run.summary.update(summary)
+        art = wandb.Artifact(re.sub(r"[^\w.-]", "-", f"{experiment}-{_cell_name(folder)}-predictions"),
+                             type="predictions")
+        art.add_file(str(folder / "predictions.parquet"))
+        run.log_artifact(art)
+
+
+def _wandb_experiment(rec: ExperimentRecord, uri: str | None) -> None:
+    """After a report: one W&B run with the verdicts in its summary and the report folder as an artifact."""
+    if rec.verdicts is None:
+        return
+    wandb, run = _wandb_init(rec.root, project=rec.name, name=f"{rec.name}-report", job_type="report",
+                             config=rec.info)
+    with run:
+        run.summary.update({f"{v}.{k}": x for v, d in rec.verdicts.items() for k, x in d.items()})
+        if rec.report_dir:
+            art = wandb.Artifact(f"{rec.name}-report", type="report")
+            art.add_dir(str(rec.report_dir))
+            run.log_artifact(art)
+
+
+SINKS.add("mlflow", Sink(_mlflow_cell, _mlflow_experiment))
+SINKS.add("wandb", Sink(_wandb_cell, _wandb_experiment))
 
 
 def default_mlflow_uri(root: Path | None = None) -> str:
@@ -190,10 +292,21 @@ def default_mlflow_uri(root: Path | None = None) -> str:
 def mirror(folder: Path, tracker: str, experiment: str, tags: dict, uri: str | None = None) -> bool:
     """Send a finished run to a tracker; a tracker failure warns and never loses the run folder."""
     try:
-        SINKS.get(tracker)(folder, experiment, tags, uri)
+        SINKS.get(tracker).cell(folder, experiment, tags, uri)
         return True
     except Exception as e:  # noqa: BLE001 - tracking must never fail a finished run
         warnings.warn(f"{folder}: tracker {tracker!r} failed ({e.__class__.__name__}: {e})", stacklevel=2)
+        return False
+
+
+def mirror_experiment(rec: ExperimentRecord, tracker: str, uri: str | None = None) -> bool:
+    """Send an experiment to a tracker (MLflow: re-mirror missing cells, mark interrupted runs FAILED,
+    one parent run with verdicts and report); a failure warns and fails nothing."""
+    try:
+        SINKS.get(tracker).experiment(rec, uri)
+        return True
+    except Exception as e:  # noqa: BLE001 - tracking must never fail a finished experiment
+        warnings.warn(f"{rec.name}: tracker {tracker!r} failed ({e.__class__.__name__}: {e})", stacklevel=2)
         return False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,11 @@ import typer
 app = typer.Typer(help="A/B experiments: run, report, power.", no_args_is_help=True)
 
 Root = Annotated[Path | None, typer.Option("--runs", help="runs root (default: $PIANOLAB_RUNS or runs/)")]
+# The names of track.SINKS and ab.backends.BACKENDS (tests/test_cli_choices.py keeps them equal); listed
+# here so that `--help` shows them without importing torch.
+Tracker = Enum("Tracker", {n: n for n in ("mlflow", "wandb", "none")}, type=str)
+Backend = Enum("Backend", {n: n for n in ("local", "packed", "threads", "ray", "ray_packed")}, type=str)
+TrackerOpt = Annotated[Tracker, typer.Option(help="where finished runs and the report are mirrored")]
 
 
 @app.command("run")
@@ -18,11 +24,10 @@ def run(
     experiment: Path,
     jobs: Annotated[int, typer.Option(help="cells run at once (several small runs share a GPU)")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and stop")] = False,
-    tracker: Annotated[str, typer.Option(help="mlflow | wandb | none")] = "mlflow",
+    tracker: TrackerOpt = Tracker.mlflow,
     report: Annotated[bool, typer.Option(help="write the report when done")] = True,
     runs: Root = None,
-    backend: Annotated[str, typer.Option(help="local | packed | threads | ray | ray_packed: how "
-                                                "cells are executed")] = "local",
+    backend: Annotated[Backend, typer.Option(help="how cells are executed")] = Backend.local,
     address: Annotated[str | None, typer.Option(help="ray: cluster to use (auto or HOST:PORT; default: "
                                                 "start a local instance with --jobs tasks at once)")] = None,
     gpus_per_run: Annotated[float | None, typer.Option(min=0, help="ray: GPUs per task (a cell, or a "
@@ -47,25 +52,32 @@ def run(
         from pianolab.ab.ray_backend import default_gpus_per_run
 
         gpus_per_run = default_gpus_per_run()
+    tracker, backend = tracker.value, backend.value
     run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo, backend=backend,
                    address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if report:
         _report(exp, runs, tracker)
+    else:
+        from pianolab.ab.mirror import mirror_experiment
+
+        mirror_experiment(exp, runs, tracker)
 
 
 def _report(exp, runs, tracker: str = "none") -> None:
+    from pianolab.ab.mirror import mirror_experiment
     from pianolab.ab.report import write_report
 
     paths = write_report(exp, runs, echo=typer.echo)
     typer.echo(f"report: {paths['markdown']}  {paths['html']}")
+    mirror_experiment(exp, runs, tracker, paths["markdown"].parent)
 
 
 @app.command("report")
-def report(experiment: Path, runs: Root = None) -> None:
+def report(experiment: Path, runs: Root = None, tracker: TrackerOpt = Tracker.mlflow) -> None:
     """Statistics, verdicts and plots of a finished experiment (Markdown + HTML + terminal table)."""
     from pianolab.ab.spec import load_experiment
 
-    _report(load_experiment(experiment), runs)
+    _report(load_experiment(experiment), runs, tracker.value)
 
 
 @app.command("power")
