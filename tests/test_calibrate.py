@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pianolab.ab.calibrate import RULES, AADesign, _cv_differences, _ridge_pearson, calibrate, simulate_aa
+from pianolab.ab.calibrate import (
+    RULES,
+    AADesign,
+    _cv_differences,
+    _exchangeable_differences,
+    _ridge_pearson,
+    _stops,
+    calibrate,
+    simulate_aa,
+)
 from pianolab.commands.stats import app
 
 ALPHA = 0.05
@@ -29,6 +38,19 @@ def test_verdict_holds_alpha_and_naive_t_does_not(realistic):
     low, high = realistic["false_positive_ci"]["naive_t"]
     assert low <= rates["naive_t"] <= high
     assert realistic["design"]["n_train"] == 180 and realistic["design"]["n_test"] == 60
+
+
+@pytest.mark.parametrize("generator", ["cv", "exchangeable"])
+def test_early_stop_and_equivalence_hold_alpha_at_the_rope_boundary(realistic, generator):
+    rates = realistic["false_positive_rate"] if generator == "cv" else \
+        simulate_aa(n_simulations=300, generator=generator, seed=2)
+    for rule in ("early_stop@-rope", "early_stop@+rope", "equivalent@-rope", "equivalent@+rope"):
+        assert rates[rule] <= ALPHA + MARGIN, (rule, rates[rule])
+    if generator == "exchangeable":  # cells of sd 0.02 ~ the ROPE: the boundary is not a vacuous check
+        design, rng = AADesign(generator=generator), np.random.default_rng(4)
+        d = [_exchangeable_differences(rng, design) for _ in range(100)]
+        stopped = [np.mean([_stops(x - k * design.rope, design) for x in d]) for k in (1, 3, 6)]
+        assert stopped[0] <= ALPHA + MARGIN < stopped[1] < stopped[2] and stopped[2] > 0.9
 
 
 def test_corrected_test_is_exact_under_its_own_model():
@@ -84,5 +106,6 @@ def test_cli_table():
     out = CliRunner().invoke(app, ["calibrate", "--simulations", "30"])
     assert out.exit_code == 0, out.output
     assert "naive_t" in out.stdout and "verdict" in out.stdout and "30 simulated A/A" in out.stdout
+    assert "early_stop@-rope" in out.stdout and "early_stop@+rope" in out.stdout
     bad = CliRunner().invoke(app, ["calibrate", "--generator", "nope"])
     assert bad.exit_code == 2

@@ -14,11 +14,13 @@ from pianolab.ab.stats import (
     corrected_effect_size,
     corrected_t_test,
     early_stop,
+    equivalence_p,
     holm,
     naive_paired_t,
     per_dimension,
     permutation_test_items,
     prob_improvement,
+    rope_for,
     signed_rank_cdf,
     verdict,
     verdicts,
@@ -195,18 +197,68 @@ def test_verdict_rule():
     noise = np.random.default_rng(5).normal(0, 1, size=(5, 4))
     noise = (noise - noise.mean()) / noise.std(ddof=1)  # mean 0, sd 1 exactly
     # SE = sd·sqrt(1/20 + 1/3) = 0.619·sd; t_(.975,19)·0.619 = 1.296: a mean of 2 sd is significant
-    assert verdict(2 + noise, 150, 50, rope=0.5).label == "B better"
-    assert verdict(-2 - noise, 150, 50, rope=0.5).label == "B worse"
+    assert verdict(2 + noise, 150, 50, rope=0.5).label == "better"
+    assert verdict(-2 - noise, 150, 50, rope=0.5).label == "worse"
     tiny = 0.01 * noise  # CI ±0.013 inside ±0.5
     eq = verdict(tiny, 150, 50, rope=0.5)
-    assert eq.label == "equivalent within ROPE" and -0.5 < eq.ci_low < eq.ci_high < 0.5
+    assert eq.label == "equivalent within the ROPE" and -0.5 < eq.ci_low < eq.ci_high < 0.5
+    assert eq.p_equivalence < 0.05 and "differ by less than the ROPE" in eq.sentence
     assert verdict(0.5 + noise, 150, 50, rope=0.5).label == "inconclusive"
-    small = verdict(0.1 + 0.01 * noise, 150, 50, rope=0.5)
-    assert small.label == "B better" and "negligible" in small.reason
+    # a significant difference inside the ROPE is not headlined as plain "better"
+    small = verdict(0.1 + 0.01 * noise, 150, 50, rope=0.5, variant="tiny")
+    assert small.p < 0.05 and small.p_rope > 0.99
+    assert small.label == "better, but within the ROPE" and "within the ROPE" in small.sentence
+    assert verdict(-0.1 - 0.01 * noise, 150, 50, rope=0.5).label == "worse, but within the ROPE"
     # a significant raw p that Holm lifts above alpha is no longer a winner
     raw = verdict(1.4 + noise, 150, 50, rope=0.5)
-    assert raw.p < 0.05 and raw.label == "B better"
+    assert raw.p < 0.05 and raw.label == "better"
     assert verdict(1.4 + noise, 150, 50, rope=0.5, p_adjusted=3 * raw.p).label == "inconclusive"
+
+
+def test_equivalence_p_matches_the_interval():
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        d = rng.normal(rng.normal(0, 0.01), 0.01, size=(3, 4))
+        t = corrected_t_test(d, 150, 50)
+        inside = -0.02 < t.ci_low and t.ci_high < 0.02
+        assert (equivalence_p(t.mean, t.se, t.df, 0.02) < 0.05) == inside
+
+
+def test_equivalence_claims_are_holm_adjusted_like_differences():
+    noise = np.random.default_rng(5).normal(0, 1, size=(5, 4))
+    noise = (noise - noise.mean()) / noise.std(ddof=1)
+    # one variant is barely equivalent alone: its (1 - alpha) interval just fits inside the ROPE
+    alone = verdict(0.35 * noise, 150, 50, rope=0.5)
+    assert alone.label == "equivalent within the ROPE" and 0.05 / 3 < alone.p_equivalence < 0.05
+    scores = np.zeros((4, 5, 4))
+    scores[1] = 0.35 * noise
+    scores[2] = scores[3] = 3 + noise  # two clear differences
+    out = verdicts(scores, 150, 50, rope=0.5, names=["baseline", "a", "b", "c"])
+    q = [float(equivalence_p(*(lambda t: (t.mean, t.se, t.df))(corrected_t_test(scores[v], 150, 50)), 0.5))
+         for v in (1, 2, 3)]
+    np.testing.assert_allclose([out[v].p_equivalence_adjusted for v in (1, 2, 3)], holm(q).p_adjusted)
+    assert out[1].p_equivalence_adjusted > 0.05 and out[1].label == "inconclusive"
+    assert out[1].sentence.startswith("The data cannot tell a from the baseline")
+    # the interval beside a Holm p is the Bonferroni-adjusted simultaneous one (wider than the raw one)
+    v = out[2]
+    assert v.family == 3 and v.ci_adjusted_low < v.ci_low < v.ci_high < v.ci_adjusted_high
+    half = st.t.ppf(1 - 0.05 / 6, 19) * corrected_t_test(scores[2], 150, 50).se
+    assert v.ci_adjusted_high == pytest.approx(v.mean + half)
+
+
+def test_the_rope_belongs_to_the_primary_metric():
+    assert rope_for("pearson", None) == 0.01 and rope_for("mse", 0.002) == 0.002
+    with pytest.raises(ValueError, match="'mse' is not a correlation"):
+        rope_for("mse", None)
+
+
+def test_item_level_tests_say_they_hold_the_models_fixed():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(40, 2))
+    a, b = y + rng.normal(size=y.shape), y + rng.normal(size=y.shape)
+    boot = bootstrap_groups(y, a, b, lambda t, p: float(np.mean((t - p) ** 2)), n_boot=20)
+    perm = permutation_test_items((a - y) ** 2, (b - y) ** 2, n_perm=100)
+    assert all("trained models held fixed" in r.label for r in (boot, perm))
 
 
 def test_verdicts_apply_holm_across_variants():
@@ -217,7 +269,7 @@ def test_verdicts_apply_holm_across_variants():
     assert sorted(out) == [1, 2, 3]
     raw = [corrected_t_test(scores[v] - scores[0], 150, 50).p for v in (1, 2, 3)]
     np.testing.assert_allclose([out[v].p_adjusted for v in (1, 2, 3)], holm(raw).p_adjusted)
-    assert out[2].label == "B better"
+    assert out[2].label == "better"
 
 
 def test_early_stop_rule():
@@ -274,7 +326,13 @@ def test_power_floor_from_the_correction_term():
     pilot = np.random.default_rng(10).normal(0.0, 0.02, size=(5, 4))
     sd = pilot.std(ddof=1)
     # SE >= sd·sqrt(1/3) however many seeds: a difference of a tenth of that is never detected
-    assert power_analysis(pilot, 150, 50, delta=0.1 * sd / np.sqrt(3)).seeds is None
+    never = power_analysis(pilot, 150, 50, delta=0.1 * sd / np.sqrt(3))
+    assert never.seeds is None and never.why.startswith("no number of seeds suffices")
+    assert f"{sd / np.sqrt(3):.3g}" in never.why  # the floor of the corrected standard error
+    # reachable in the limit but not within max_seeds: said differently
+    capped = power_analysis(pilot, 150, 50, delta=2 * sd, max_seeds=1)
+    assert capped.seeds is None and capped.why.startswith("more than 1 seeds") and not power_analysis(
+        pilot, 150, 50, delta=2 * sd).why
 
 
 def test_minimal_detectable_delta():

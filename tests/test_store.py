@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pianolab.errors import PianolabError
-from pianolab.features.store import FeatureSpec, Store, load_features
+from pianolab.features.build import load_features
+from pianolab.features.store import FeatureSpec, Store
 
 SHORT = "Beethoven_WoO80_thema_8bars_Score_1"
 

@@ -14,6 +14,7 @@ from pianolab.ab.runner import cell_dir, run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.config import config_from_dict, config_hash, replace
 from pianolab.errors import PianolabError
+from pianolab.train import run
 from pianolab.train.run import execute
 
 SPACE = {"model.params.alpha": {"low": 0.001, "high": 10000, "log": True}}
@@ -97,7 +98,7 @@ def _studies(db):
 def test_equal_budget_nested_resumed_and_recorded(tmp_path, monkeypatch, dataset):
     exp = load_experiment(write(tmp_path, EXP))
     root = tmp_path / "runs"
-    calls, fit = [], tuning.fit_cell
+    calls, fit = [], run.fit_cell
 
     def killed_at_fifth_inner_fit(cell, device):
         calls.append(1)
@@ -105,10 +106,10 @@ def test_equal_budget_nested_resumed_and_recorded(tmp_path, monkeypatch, dataset
             raise KeyboardInterrupt("simulated kill")
         return fit(cell, device)
 
-    monkeypatch.setattr(tuning, "fit_cell", killed_at_fifth_inner_fit)
+    monkeypatch.setattr(run, "fit_cell", killed_at_fifth_inner_fit)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp, root=root, tracker="none", echo=lambda s: None)
-    monkeypatch.setattr(tuning, "fit_cell", fit)
+    monkeypatch.setattr(run, "fit_cell", fit)
     run_experiment(exp, root=root, tracker="none", echo=lambda s: None)
 
     studies = _studies(root / "tuned" / "optuna.db")

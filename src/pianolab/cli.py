@@ -208,13 +208,14 @@ def ui(port: int = 5000) -> None:
 
 
 def _mount_subcommands() -> None:
-    from pianolab.commands import ab, features, stats
+    from pianolab.commands import ab, features, serve, stats
     from pianolab.commands.evaluate import evaluate
 
     app.command("evaluate")(evaluate)
     app.add_typer(ab.app, name="ab")
     app.add_typer(stats.app, name="stats")
     app.add_typer(features.app, name="features")
+    serve.mount(app, ab.app)  # serve, monitor, promote, registry, ab live
 
 
 _mount_subcommands()

@@ -1,23 +1,19 @@
-"""Backends: how a batch of cells is executed. Each is registered by name and yields
-`(cell, status, summary)` per cell, in any order; the runner handles progress, busy cells and early
-stopping the same way for all of them, so statistics and reports do not depend on the backend."""
+"""Backends: how a batch of cells is executed. Each registers itself by name in `cells.BACKENDS` (the
+table the runner reads) and yields `(cell, status, summary)` per cell, in any order; the runner handles
+progress, busy cells and early stopping the same way for all of them, so statistics and reports do not
+depend on the backend. Worker processes (`--jobs`) exit when the runner that spawned them dies."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from pianolab import track
-from pianolab.ab.runner import CLAIMED, RunOptions, claim, mirror_cell, run_cell, unclaimed
+from pianolab.ab.cells import BACKENDS, CLAIMED, RunOptions, claim, mirror_cell, pin_threads, run_cell, unclaimed
 from pianolab.ab.spec import Cell, Experiment
-from pianolab.registry import Registry
 from pianolab.train.run import is_estimator
-
-Backend = Callable[[Experiment, list[Cell], RunOptions], Iterator[tuple[Cell, str, dict | None]]]
-BACKENDS: Registry[Backend] = Registry("backend")
 
 
 @BACKENDS.register("local")
@@ -25,12 +21,42 @@ def local(exp: Experiment, cells: list[Cell], opts: RunOptions):
     """One cell at a time, or `jobs` cells at once in spawned processes (small models share a GPU)."""
     if opts.jobs <= 1:
         for c in cells:
-            yield (c, *run_cell(exp.name, c, opts.root, opts.tracker))
+            yield (c, *run_cell(exp.name, c, opts.root, opts.tracker, threads=opts.cell_threads))
         return
-    with worker_threads(opts.jobs), ProcessPoolExecutor(opts.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [(c, pool.submit(run_cell, exp.name, c, opts.root, opts.tracker)) for c in cells]
+    with worker_threads(opts.jobs), workers(opts.jobs) as pool:
+        futures = [(c, pool.submit(run_cell, exp.name, c, opts.root, opts.tracker, threads=opts.cell_threads))
+                   for c in cells]
         for c, fut in futures:
             yield (c, *fut.result())
+
+
+def workers(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` spawned worker processes that exit when this process dies (even by SIGKILL)."""
+    return ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def die_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Make this worker exit when process `parent` dies: the kernel sends SIGKILL on Linux
+    (PR_SET_PDEATHSIG); elsewhere, and in case the spawning thread (not process) ended, a daemon thread
+    polls the parent pid and exits."""
+    import ctypes
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # died before the call above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -73,13 +99,13 @@ def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
         packs.append((variant, todo, locks))
     jobs = min(opts.jobs, len(packs))
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))) \
-            if jobs > 1 else None
-        futures = [(pack, pool.submit(_train_pack, exp.name, pack[0], pack[1]) if pool else None)
+        pool = stack.enter_context(workers(jobs)) if jobs > 1 else None
+        threads = opts.cell_threads
+        futures = [(pack, pool.submit(_train_pack, exp.name, pack[0], pack[1], threads) if pool else None)
                    for pack in packs]
         for (variant, todo, locks), fut in futures:
             try:
-                summaries = fut.result() if fut else _train_pack(exp.name, variant, todo)
+                summaries = fut.result() if fut else _train_pack(exp.name, variant, todo, threads)
             finally:
                 for lock in locks:
                     lock.release()
@@ -91,34 +117,19 @@ def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
                 yield c, CLAIMED, summary
 
 
-def _train_pack(exp_name: str, variant: str, todo: list) -> list[dict] | None:
-    """The summaries of `todo` ((cell, folder) of one variant) trained as one pack; None when they
-    cannot be packed (one cell, an estimator, a tuned or unpackable model)."""
+def _train_pack(exp_name: str, variant: str, todo: list, threads: int) -> list[dict] | None:
+    """The summaries of `todo` ((cell, folder) of one variant) trained as one pack with `threads` CPU
+    threads; None when they cannot be packed (one cell, an estimator, a tuned or unpackable model)."""
     from pianolab.errors import PianolabError
     from pianolab.train.packed import execute_pack
 
     if len(todo) < 2 or not _packable(todo[0][0].config):
         return None
+    pin_threads(threads)
     try:
         return execute_pack([c.config for c, _ in todo], [f for _, f in todo], exp_name, variant)
     except PianolabError:  # not packable: one at a time
         return None
-
-
-@BACKENDS.register("ray")
-def ray_tasks(exp: Experiment, cells: list[Cell], opts: RunOptions):
-    """One Ray task per cell, on a local instance or a cluster (`pip install 'pianolab[ray]'`)."""
-    from pianolab.ab.ray_backend import run_on_ray
-
-    return run_on_ray(exp, cells, opts)
-
-
-@BACKENDS.register("ray_packed")
-def ray_packs(exp: Experiment, cells: list[Cell], opts: RunOptions):
-    """One Ray task per variant, training that variant's cells packed (several GPUs, one pack each)."""
-    from pianolab.ab.ray_backend import run_packs_on_ray
-
-    return run_packs_on_ray(exp, cells, opts)
 
 
 def _packable(cfg) -> bool:
@@ -142,6 +153,7 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
     if clash is not None:
         raise PianolabError(f"backend 'threads' cannot run {clash.variant!r}: train.compile and "
                             "train.deterministic are settings of the whole process; use --backend local")
+    pin_threads(opts.cell_threads * max(1, opts.jobs))  # one process: the threads' cores together
     shared = _inputs_read_once(cells)
     if any(_on_gpu(c) for c in cells):
         from pianolab.models.noise import fused_uniform

@@ -15,8 +15,13 @@ false positive. Two generators of the cell differences ``d[seed, fold]``:
   ρ = n_test/(n_train + n_test), the model the Nadeau–Bengio correction assumes; the corrected t statistic
   is then exactly t(n − 1), so its rate must come out at alpha (a check of the arithmetic, not realism).
 
-Rules scored: ``verdict`` (declares "B better" or "B worse"), ``corrected_t`` and ``naive_t``
-(p < alpha), ``wilcoxon`` (p < alpha) and ``early_stop`` (the futility rule stops B at some look).
+Rules scored at Δ = 0: ``verdict`` (claims a difference: any of ``stats.DIFFERENT``), ``corrected_t``
+and ``naive_t`` (p < alpha), ``wilcoxon`` (p < alpha) and ``early_stop`` (the futility rule stops B at
+some look). At the boundary of the ROPE, where B's cell differences are shifted by Δ = ±rope (the
+largest true differences the rules must still not act on): ``early_stop@-rope`` and ``early_stop@+rope``
+(stopping a variant that is not worse by more than the ROPE) and ``equivalent@-rope`` and
+``equivalent@+rope`` (claiming "equivalent within the ROPE" for a difference as large as the ROPE).
+Every rate must stay <= alpha.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pianolab.ab.stats import (
+    DIFFERENT,
+    EQUIVALENT,
     corrected_t_test,
     early_stop,
     naive_paired_t,
@@ -35,7 +42,8 @@ from pianolab.ab.stats import (
 )
 
 GENERATORS = ("cv", "exchangeable")
-RULES = ("verdict", "corrected_t", "naive_t", "wilcoxon", "early_stop")
+RULES = ("verdict", "corrected_t", "naive_t", "wilcoxon", "early_stop", "early_stop@-rope", "early_stop@+rope",
+         "equivalent@-rope", "equivalent@+rope")
 
 
 @dataclass(frozen=True)
@@ -117,17 +125,29 @@ def _exchangeable_differences(rng: np.random.Generator, design: AADesign, sd: fl
     return sd * (shared + np.sqrt(1 - rho) * rng.normal(size=(design.seeds, design.folds)))
 
 
+def _stops(d: np.ndarray, design: AADesign) -> bool:
+    """Whether the futility rule stops B at some look (after seeds min_seeds .. seeds)."""
+    return any(early_stop(d[:r], design.n_train, design.n_test, design.rope, design.alpha, design.min_seeds,
+                          design.seeds).stop for r in range(design.min_seeds, design.seeds + 1))
+
+
+def _equivalent(d: np.ndarray, design: AADesign) -> bool:
+    return verdict(d, design.n_train, design.n_test, design.rope, design.alpha).label == EQUIVALENT
+
+
 def _false_positives(d: np.ndarray, design: AADesign) -> dict[str, bool]:
-    """Which rules declare a difference on one A/A experiment."""
-    n_train, n_test, alpha = design.n_train, design.n_test, design.alpha
-    looks = range(design.min_seeds, design.seeds + 1)
+    """Which rules act wrongly on one A/A experiment ``d`` (Δ = 0) and on it shifted to Δ = ±rope."""
+    n_train, n_test, alpha, rope = design.n_train, design.n_test, design.alpha, design.rope
     return {
-        "verdict": verdict(d, n_train, n_test, design.rope, alpha).label in ("B better", "B worse"),
+        "verdict": verdict(d, n_train, n_test, rope, alpha).label in DIFFERENT,
         "corrected_t": corrected_t_test(d, n_train, n_test, alpha).p < alpha,
         "naive_t": naive_paired_t(d, alpha).p < alpha,
         "wilcoxon": wilcoxon_signed_rank(d, alpha).p < alpha,
-        "early_stop": any(early_stop(d[:r], n_train, n_test, design.rope, alpha, design.min_seeds,
-                                     design.seeds).stop for r in looks),
+        "early_stop": _stops(d, design),
+        "early_stop@-rope": _stops(d - rope, design),
+        "early_stop@+rope": _stops(d + rope, design),
+        "equivalent@-rope": _equivalent(d - rope, design),
+        "equivalent@+rope": _equivalent(d + rope, design),
     }
 
 

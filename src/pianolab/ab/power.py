@@ -69,7 +69,8 @@ def _seeds_needed(delta, sd, folds, ratio, alpha, power, max_seeds) -> int | Non
 class PowerPlan:
     """Seeds × folds needed to detect ``delta``; ``seeds_range`` from the ends of the pilot sd interval.
 
-    ``seeds`` is None when no design up to ``max_seeds`` reaches the target power.
+    ``seeds`` is None when no design up to ``max_seeds`` reaches the target power; ``why`` then says
+    whether any number of seeds could (see ``why_unreachable``).
     """
 
     seeds: int | None
@@ -81,6 +82,24 @@ class PowerPlan:
     sd_ci: tuple[float, float]
     alpha: float
     power: float
+    why: str = ""
+
+
+def why_unreachable(delta: float, sd: float, folds: int, ratio: float, alpha: float, power: float,
+                    max_seeds: int) -> str:
+    """Why no design up to ``max_seeds`` seeds reaches ``power``, in one sentence.
+
+    The corrected standard error s·sqrt(1/n + r) never falls below s·sqrt(r), so with infinitely many
+    seeds the power tends to that of a z-test with standard error s·sqrt(r); below ``power`` there, no
+    number of seeds (at this fold count) suffices."""
+    floor = sd * np.sqrt(ratio)
+    z = st.norm.ppf(1 - alpha / 2)
+    limit = 1.0 if floor == 0 else float(st.norm.sf(z - delta / floor) + st.norm.cdf(-z - delta / floor))
+    if limit < power:
+        return (f"no number of seeds suffices: the corrected standard error never falls below "
+                f"sd·sqrt(n_test/n_train) = {floor:.3g} (cells share training data), where the power to "
+                f"detect Δ = {delta:g} is at most {limit:.2f} < {power:g}; use more folds or a larger Δ")
+    return f"more than {max_seeds} seeds x {folds} folds are needed (power {power:g} is reachable in the limit)"
 
 
 def power_analysis(pilot_d, n_train: float, n_test: float, delta: float, alpha: float = 0.05,
@@ -96,7 +115,8 @@ def power_analysis(pilot_d, n_train: float, n_test: float, delta: float, alpha: 
     seeds = _seeds_needed(delta, sd, folds, ratio, alpha, power, max_seeds)
     achieved = None if seeds is None else corrected_power(delta, sd, seeds, folds, ratio, alpha)
     seeds_range = tuple(_seeds_needed(delta, s, folds, ratio, alpha, power, max_seeds) for s in sd_ci)
-    return PowerPlan(seeds, folds, achieved, seeds_range, delta, sd, sd_ci, alpha, power)
+    why = "" if seeds is not None else why_unreachable(delta, sd, folds, ratio, alpha, power, max_seeds)
+    return PowerPlan(seeds, folds, achieved, seeds_range, delta, sd, sd_ci, alpha, power, why)
 
 
 @dataclass(frozen=True)

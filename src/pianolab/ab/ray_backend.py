@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from pianolab import track
-from pianolab.ab.runner import RunOptions, run_cell
+from pianolab.ab.backends import packed
+from pianolab.ab.cells import BACKENDS, RunOptions, run_cell
 from pianolab.ab.spec import Cell, Experiment
 from pianolab.errors import PianolabError
 
@@ -44,30 +45,32 @@ def shared_paths() -> dict[str, str]:
     return {k: str(v.resolve()) for k, v in folders.items()}
 
 
+@BACKENDS.register("ray")
 def run_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> Iterator[tuple[Cell, str, dict | None]]:
-    """One task per cell; yields `(cell, status, summary)` as tasks finish."""
+    """One Ray task per cell, on a local instance or a cluster (`pip install 'pianolab[ray]'`); yields
+    `(cell, status, summary)` as tasks finish."""
     remote, root = _start(opts)
     task = remote(_cell_task)
-    yield from _gather({task.remote(exp.name, c, root, opts.tracker): [c] for c in cells})
+    yield from _gather({task.remote(exp.name, c, root, opts.tracker, opts.cpus_per_run): [c] for c in cells})
 
 
+@BACKENDS.register("ray_packed")
 def run_packs_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> Iterator[tuple[Cell, str, dict | None]]:
-    """One task per variant (the `packed` backend on that variant's cells); yields per cell."""
+    """One Ray task per variant, training that variant's cells packed (the `packed` backend: several GPUs,
+    one pack each); yields per cell."""
     remote, root = _start(opts)
     task = remote(_pack_task)
-    inner = replace(opts, backend="packed", jobs=1, root=root)
+    inner = replace(opts, backend="packed", jobs=1, root=root, threads=max(1, math.floor(opts.cpus_per_run)))
     groups = {v: [c for c in cells if c.variant == v] for v in dict.fromkeys(c.variant for c in cells)}
     yield from _gather({task.remote(exp, group, inner): group for group in groups.values()})
 
 
-def _cell_task(experiment: str, cell: Cell, root, tracker: str) -> list[tuple[Cell, str, dict | None]]:
-    return [(cell, *run_cell(experiment, cell, root, tracker))]
+def _cell_task(experiment: str, cell: Cell, root, tracker: str, cpus: float) -> list[tuple[Cell, str, dict | None]]:
+    return [(cell, *run_cell(experiment, cell, root, tracker, threads=max(1, math.floor(cpus))))]
 
 
 def _pack_task(exp: Experiment, cells: list[Cell], opts: RunOptions) -> list[tuple[Cell, str, dict | None]]:
-    from pianolab.ab.backends import BACKENDS
-
-    return list(BACKENDS.get("packed")(exp, cells, opts))
+    return list(packed(exp, cells, opts))
 
 
 def _start(opts: RunOptions):

@@ -3,9 +3,11 @@
 Two runners on one experiment never run a cell twice: each cell is claimed with a non-blocking
 file lock on its folder; a runner that finds a cell busy moves on and, at the end, waits for it
 (and runs it itself if its owner died before finishing). `--jobs N` runs N cells at once in
-separate processes (several small models share one GPU). How cells are executed is a registered
-backend (`pianolab.ab.backends`): `local` (this machine's processes), `packed` (several cells of one
-variant trained together in one process), `ray` (one Ray task per cell, on a local instance or a
+separate processes (several small models share one GPU). A finished cell is reused only while its
+data version, split and feature versions are current (`pianolab.ab.cells`). How cells are executed
+is a backend registered in `cells.BACKENDS` by `pianolab.ab.backends` and `ray_backend`: `local`
+(this machine's processes), `packed` (several cells of one variant trained together in one process),
+`ray` (one Ray task per cell, on a local instance or a
 cluster) and `ray_packed` (one Ray task per variant's pack: several GPUs or machines).
 """
 
@@ -15,12 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from pianolab import track
-from pianolab.ab.spec import BASELINE, Cell, Experiment
-
-CLAIMED, SKIPPED, BUSY = "ran", "skipped", "busy"
+from pianolab.ab.cells import (  # noqa: F401  (cell_dir, RunOptions and run_cell are this module's API too)
+    BACKENDS,
+    BUSY,
+    CLAIMED,
+    RunOptions,
+    cell_dir,
+    run_cell,
+)
+from pianolab.ab.spec import Cell, Experiment
 
 
 @dataclass
@@ -41,65 +47,20 @@ class Progress:
                   f"{status}{score}  ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
 
 
-def cell_dir(exp: Experiment, cell: Cell, root: Path | None = None) -> Path:
-    return track.run_dir(cell.config, exp.name, cell.variant, root)
+def backend_table():
+    """The backend table, with every backend module imported (each registers itself on import)."""
+    from pianolab.ab import backends, ray_backend  # noqa: F401
 
-
-def claim(folder: Path, wait: bool = False) -> FileLock | str:
-    """The cell's lock, held, when this runner should run it; else SKIPPED (finished) or BUSY."""
-    if track.is_done(folder):
-        return SKIPPED
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / ".lock"))
-    try:
-        lock.acquire(timeout=-1 if wait else 0)
-    except Timeout:
-        return BUSY
-    if track.is_done(folder):  # finished by another runner meanwhile
-        lock.release()
-        return SKIPPED
-    return lock
-
-
-def unclaimed(status: str, folder: Path) -> tuple[str, dict | None]:
-    """(status, summary) of a cell this runner did not claim: the summary when it is finished."""
-    return status, (_summary(folder) if status == SKIPPED else None)
-
-
-def mirror_cell(exp_name: str, cell: Cell, folder: Path, tracker: str) -> None:
-    """Mirror a finished cell's folder to the tracker, tagged with its variant, seed and fold."""
-    track.mirror(folder, tracker, exp_name, {"variant": cell.variant, "seed": cell.seed, "fold": cell.fold})
-
-
-def run_cell(exp_name: str, cell: Cell, root: Path | None, tracker: str, wait: bool = False, loaded=None):
-    """Run one cell under its lock; returns (status, summary or None). `loaded`: every item's inputs,
-    read once for several cells (`train.run.Loaded`)."""
-    from pianolab.train.run import execute
-
-    folder = track.run_dir(cell.config, exp_name, cell.variant, root)
-    lock = claim(folder, wait)
-    if isinstance(lock, str):
-        return unclaimed(lock, folder)
-    try:
-        summary = execute(cell.config, folder, exp_name, cell.variant, loaded=loaded)
-        mirror_cell(exp_name, cell, folder, tracker)
-        return CLAIMED, summary
-    finally:
-        lock.release()
-
-
-def _summary(folder: Path) -> dict:
-    return track.read_meta(folder).get("summary", {})
+    return BACKENDS
 
 
 def _run_batch(exp: Experiment, cells: list[Cell], opts: RunOptions, progress: Progress) -> None:
-    from pianolab.ab.backends import BACKENDS
-
     busy = []
-    for cell, status, summary in BACKENDS.get(opts.backend)(exp, cells, opts):
+    for cell, status, summary in backend_table().get(opts.backend)(exp, cells, opts):
         _note(cell, status, summary, busy, progress)
     for cell in busy:  # claimed by another runner: wait for it, run it if its owner died
-        progress.update(cell, *run_cell(exp.name, cell, opts.root, opts.tracker, wait=True))
+        progress.update(cell, *run_cell(exp.name, cell, opts.root, opts.tracker, wait=True,
+                                        threads=opts.cell_threads))
 
 
 def _note(cell, status, summary, busy, progress) -> None:
@@ -141,27 +102,11 @@ def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
             load_inputs(cfg.features, paths, progress=True, workers=workers or len(os.sched_getaffinity(0)))
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How cells are executed: `backend` (local | packed | ray | ray_packed), `jobs` cells (or Ray
-    tasks) at once, where run folders go (`root`: every worker must see it), the tracker, and the Ray
-    address and per-task resource requests (fractional GPUs allowed)."""
-
-    backend: str = "local"
-    jobs: int = 1
-    root: Path | None = None
-    tracker: str = "mlflow"
-    address: str | None = None
-    gpus_per_run: float = 0.0
-    cpus_per_run: float = 1.0
-
-
 def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tracker: str = "mlflow",
                    echo=print, backend: str = "local", **backend_opts) -> list[str]:
-    """Run every cell (seed by seed); returns the variants still active (early stopping may drop some)."""
-    from pianolab.ab.backends import BACKENDS
-
-    BACKENDS.get(backend)  # an unknown name fails before any work
+    """Run every cell (seed by seed); returns the variants still active (early stopping may drop some:
+    their cells after the look that stopped them are never run)."""
+    backend_table().get(backend)  # an unknown name fails before any work
     opts = RunOptions(backend=backend, jobs=jobs, root=root, tracker=tracker, **backend_opts)
     _prebuild_if_needed(exp, exp.cells(), root)
     active = exp.variant_names
@@ -173,10 +118,10 @@ def run_experiment(exp: Experiment, jobs: int = 1, root: Path | None = None, tra
         cells = [c for c in exp.cells(active) if c.seed == seed]
         progress.total -= len([c for c in exp.cells() if c.seed == seed]) - len(cells)
         _run_batch(exp, cells, opts, progress)
-        if exp.early_stop_min_seeds and seed + 1 >= exp.early_stop_min_seeds and seed + 1 < exp.seeds:
+        if seed + 1 >= exp.early_stop_min_seeds and seed + 1 < exp.seeds:
             stopped = _early_stopped(exp, active, seed + 1, root)
-            for v in stopped:
-                echo(f"early stop: {v} (corrected upper bound below baseline - ROPE after {seed + 1} seeds)")
+            for v, s in stopped.items():
+                echo(f"early stop: {v} after {seed + 1} seeds ({s.decision.reason})")
             active = [v for v in active if v not in stopped]
     return active
 
@@ -192,18 +137,9 @@ def _prebuild_if_needed(exp: Experiment, cells: list[Cell], root: Path | None) -
         prebuild_features(exp)
 
 
-def _early_stopped(exp: Experiment, active: list[str], seeds_done: int, root) -> list[str]:
+def _early_stopped(exp: Experiment, active: list[str], seeds_done: int, root) -> dict:
+    """The active variants the early-stop rule stops at this look ({variant: collect.Stopped}): the same
+    replay of the rule as `collect`, on the primary metric signed so that positive = better."""
     from pianolab.ab.collect import collect
-    from pianolab.ab.stats import early_stop
 
-    res = collect(exp, root, seeds=seeds_done, variants=active)
-    base = res.scores[res.variants.index(BASELINE)]
-    out = []
-    for i, v in enumerate(res.variants):
-        if v != BASELINE:
-            decision = early_stop(res.scores[i] - base, res.n_train, res.n_test, rope=exp.rope,
-                                  alpha=exp.alpha, min_seeds=exp.early_stop_min_seeds,
-                                  max_seeds=exp.seeds)
-            if decision.stop:
-                out.append(v)
-    return out
+    return collect(exp, root, seeds=seeds_done, variants=active).stopped

@@ -178,7 +178,7 @@ def load_experiment(path: Path | str) -> Experiment:
         variants=tuple(_variant(n, v, source) for n, v in (data.get("variants") or {}).items()),
         seeds=int(data.get("seeds", 5)), split=split.get("name", "excerpt"), folds=int(split.get("folds", 4)),
         split_seed=int(split.get("seed", 0)), primary_metric=str(data.get("primary_metric", "pearson")),
-        rope=float(data.get("rope", 0.01)), alpha=float(data.get("alpha", 0.05)),
+        rope=_rope(data, source), alpha=float(data.get("alpha", 0.05)),
         epochs=budget.get("epochs"), wall_time_s=budget.get("wall_time_s"),
         early_stop_min_seeds=early.get("min_seeds"), evaluation=tuple(data.get("evaluation") or ()),
         tuning=tuning, trials=budget.get("trials"), source=source)
@@ -190,6 +190,16 @@ def load_experiment(path: Path | str) -> Experiment:
             raise PianolabError(f"{source}: variant {v!r} sets tuning.space but the experiment has no 'tuning'")
     _check_metric(exp)
     return exp
+
+
+def _rope(data: dict, source: str) -> float:
+    """The experiment's ROPE, which belongs to its primary metric (`stats.rope_for`)."""
+    from pianolab.ab.stats import rope_for
+
+    try:
+        return rope_for(str(data.get("primary_metric", "pearson")), data.get("rope"))
+    except ValueError as e:
+        raise PianolabError(f"{source}: {e}") from None
 
 
 def _tuning(data: dict, baseline: dict, budget: dict, source: str) -> dict | None:

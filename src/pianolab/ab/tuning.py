@@ -4,9 +4,10 @@ A config whose `tuning.trials` is set (an experiment's `tuning:` section plus it
 same for every variant) is tuned by `tune` inside `pianolab.train.run.prepare_cell`, before its fit.
 Each trial samples `tuning.space` (dotted config keys) and fits the model on an inner K-fold split,
 by excerpt group, of the cell's training items only (the cell's test fold is never touched),
-through the same `make_cell`/`fit_cell` as a run (normalisation fitted on the inner training
-part); its score is the mean over the inner folds of a registered metric. The running mean is
-reported after each inner fold, so the pruner can stop a poor trial early. The cell is then
+through the `Fitting` the caller gives (`train.run`: the same `make_cell`/`fit_cell` as a run,
+normalisation fitted on the inner training part); its score is the mean over the inner folds of a
+registered metric. The running mean is reported after each inner fold, so the pruner can stop a poor
+trial early. The cell is then
 trained on its whole training fold with the best params.
 
 One study per cell, named by the cell's identity (experiment, variant, config hash: the hash
@@ -21,11 +22,12 @@ the best params, and config.yaml becomes the tuned config.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
-import torch
 from filelock import FileLock
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -37,7 +39,6 @@ from pianolab.data.splits import _group_kfold
 from pianolab.errors import PianolabError
 from pianolab.evaluate.metrics import METRICS, Metric
 from pianolab.registry import Registry
-from pianolab.train.run import Loaded, Roles, carve_val, fit_cell, is_estimator, make_cell, val_fraction
 
 SAMPLERS: Registry = Registry("sampler")
 SAMPLERS.add("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed))
@@ -84,11 +85,21 @@ def check(cfg: RunConfig, source: str) -> dict[str, BaseDistribution]:
     return space
 
 
+@dataclass(frozen=True)
+class Fitting:
+    """How a trial fits, given by the caller (`pianolab.train.run`, which this module does not import):
+    `carve(cfg, train, rng) -> (train, val)` the validation carve-out of an inner training part;
+    `fit(cfg, train, val, test) -> predictions of the test items` (item indices into the dataset)."""
+
+    carve: Callable[[RunConfig, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    fit: Callable[[RunConfig, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
 def _check_model(cfg: RunConfig, where: str) -> None:
     """Estimator params are checked by building the (unfitted) estimator; neural ones at the first trial."""
-    from pianolab.models.classic import create_estimator
+    from pianolab.models.classic import ESTIMATORS, create_estimator
 
-    if is_estimator(cfg.model.name):
+    if cfg.model.name in ESTIMATORS:
         try:
             create_estimator(cfg.model.name, seed=0, **cfg.model.params)
         except PianolabError as e:
@@ -138,23 +149,24 @@ def with_params(cfg: RunConfig, params: dict, source: str = "<tuning>") -> RunCo
     return config_from_dict(apply_overrides(to_dict(cfg), params), source)
 
 
-def inner_roles(cfg: RunConfig, dataset: Dataset, items: np.ndarray) -> list[Roles]:
-    """The inner folds: K-fold by excerpt group over the cell's training items `items` only, each
-    inner training part with its validation carve-out (none for estimators); seeded by the cell."""
+def inner_roles(cfg: RunConfig, dataset: Dataset, items: np.ndarray,
+                fitting: Fitting) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The inner folds (train, val, test): K-fold by excerpt group over the cell's training items
+    `items` only, each inner training part with its validation carve-out; seeded by the cell."""
     rng = np.random.default_rng([cfg.train.seed, cfg.data.repeat, cfg.data.fold])
     folds = _group_kfold(dataset, cfg.tuning.inner_folds, rng, "group", [dataset.items[i].stem for i in items])
     ids = lambda stems: np.array([dataset.index[s] for s in stems], dtype=int)  # noqa: E731
-    return [Roles(*carve_val(dataset, ids(f.train), val_fraction(cfg), rng), ids(f.test)) for f in folds]
+    return [(*fitting.carve(cfg, ids(f.train), rng), ids(f.test)) for f in folds]
 
 
-def _objective(trial: optuna.Trial, cfg: RunConfig, loaded: Loaded, items: np.ndarray, metric: Metric,
-               device: torch.device) -> float:
+def _objective(trial: optuna.Trial, cfg: RunConfig, dataset: Dataset, items: np.ndarray, metric: Metric,
+               fitting: Fitting) -> float:
     """Mean inner-fold score of the trial's params; the running mean is reported after each fold."""
     trial_cfg = with_params(cfg, trial.params)
-    ds, scores = loaded.dataset, []
-    for k, roles in enumerate(inner_roles(trial_cfg, ds, items)):
-        pred = fit_cell(make_cell(trial_cfg, loaded, roles, None, device), device)["test"]
-        score = metric(ds.labels[roles.test], pred, groups=ds.column("group")[roles.test]).value
+    scores = []
+    for k, (train, val, test) in enumerate(inner_roles(trial_cfg, dataset, items, fitting)):
+        pred = fitting.fit(trial_cfg, train, val, test)
+        score = metric(dataset.labels[test], pred, groups=dataset.column("group")[test]).value
         if not np.isfinite(score):
             raise PianolabError(f"tuning trial {trial.number} ({trial.params}): {metric.name} is undefined "
                                 f"on inner fold {k}")
@@ -165,10 +177,10 @@ def _objective(trial: optuna.Trial, cfg: RunConfig, loaded: Loaded, items: np.nd
     return float(np.mean(scores))
 
 
-def tune(cfg: RunConfig, loaded: Loaded, items: np.ndarray, folder: Path, experiment: str, variant: str,
-         device: torch.device) -> RunConfig:
-    """Run the trials still missing from this cell's study on its training items `items`, record the
-    study in the run folder; returns `cfg` with the best params."""
+def tune(cfg: RunConfig, dataset: Dataset, items: np.ndarray, folder: Path, experiment: str, variant: str,
+         fitting: Fitting) -> RunConfig:
+    """Run the trials still missing from this cell's study on its training items `items` (fitted by
+    `fitting`), record the study in the run folder; returns `cfg` with the best params."""
     space = check(cfg, str(folder / "config.yaml"))
     t = cfg.tuning
     metric = METRICS.get(t.metric)
@@ -183,11 +195,11 @@ def tune(cfg: RunConfig, loaded: Loaded, items: np.ndarray, folder: Path, experi
     while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) < t.trials:
         trial = study.ask(space)
         try:
-            study.tell(trial, _objective(trial, cfg, loaded, items, metric, device))
+            study.tell(trial, _objective(trial, cfg, dataset, items, metric, fitting))
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
     best = with_params(cfg, study.best_params)
-    record = _record(study, cfg, url, inner_roles(cfg, loaded.dataset, items), loaded.dataset)
+    record = _record(study, cfg, url, inner_roles(cfg, dataset, items, fitting), dataset)
     track.write_json(folder / "tuning.json", record)
     meta = track.read_meta(folder)
     meta["tuning"] = {k: record[k] for k in ("best_params", "best_value", "budget", "n_complete", "n_pruned")}
@@ -218,7 +230,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
 
-def _record(study: optuna.Study, cfg: RunConfig, url: str, inner: list[Roles], dataset: Dataset) -> dict:
+def _record(study: optuna.Study, cfg: RunConfig, url: str, inner: list[tuple], dataset: Dataset) -> dict:
     """tuning.json: settings, counts, best trial, every trial, and each inner fold's held-out stems."""
     from sqlalchemy.engine import make_url
 
@@ -235,6 +247,6 @@ def _record(study: optuna.Study, cfg: RunConfig, url: str, inner: list[Roles], d
         "trials": [{"number": tr.number, "state": tr.state.name.lower(), "params": tr.params, "value": tr.value,
                     "reports": [tr.intermediate_values[k] for k in sorted(tr.intermediate_values)]}
                    for tr in trials],
-        "inner_folds": [{"test": [dataset.items[i].stem for i in r.test], "n_train": len(r.train),
-                         "n_val": len(r.val)} for r in inner],
+        "inner_folds": [{"test": [dataset.items[i].stem for i in test], "n_train": len(train),
+                         "n_val": len(val)} for train, val, test in inner],
     }

@@ -24,7 +24,8 @@ def calibrate(
                                            "(the Nadeau-Bengio model)")] = "cv",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """False-positive rate of each decision rule on simulated A/A experiments (must be <= alpha)."""
+    """False-positive rate of each decision rule on simulated A/A experiments (must be <= alpha), and of
+    the early-stop and equivalence rules at the ROPE's boundary (true difference +-ROPE)."""
     from pianolab.ab.calibrate import GENERATORS, AADesign
     from pianolab.ab.calibrate import calibrate as run_calibration
 
@@ -38,8 +39,8 @@ def calibrate(
     typer.echo(f"{simulations} simulated A/A experiments ({generator} generator, seed {seed}): "
                f"{design['seeds']} seeds x {design['folds']} folds, n_train {design['n_train']:g}, "
                f"n_test {design['n_test']:g}, alpha {alpha:g}, ROPE {design['rope']:g}")
-    typer.echo(f"{'rule':<12} {'false positives':>15} {'95% Monte-Carlo CI':>20}  <= alpha")
+    typer.echo(f"{'rule':<17} {'false positives':>15} {'95% Monte-Carlo CI':>20}  <= alpha")
     for rule, rate in result["false_positive_rate"].items():
         low, high = result["false_positive_ci"][rule]
-        typer.echo(f"{rule:<12} {rate:>15.3f} {f'[{low:.3f}, {high:.3f}]':>20}  "
+        typer.echo(f"{rule:<17} {rate:>15.3f} {f'[{low:.3f}, {high:.3f}]':>20}  "
                    f"{'yes' if rate <= alpha else 'NO'}")

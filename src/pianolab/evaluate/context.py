@@ -1,84 +1,24 @@
 """What an evaluation section sees: finished run folders grouped by variant, the dataset, an output
 folder, and (lazily, cached) rebuilt models with a batch of each run's test items.
 
-A `Run` is one finished run folder; `Context.runs` maps variant -> runs (a single run folder is the
-variant "run"). `Probe` holds a rebuilt model and a normalised test batch; sections that need one ask
-`Context.probe(run)`, and tests may put a hand-made probe into `Context.probes`.
+A `Run` is one finished run folder (`pianolab.evaluate.runs`); `Context.runs` maps variant -> runs (a
+single run folder is the variant "run"). `Probe` holds a rebuilt model and a normalised test batch;
+sections that need one ask `Context.probe(run)`, and tests may put a hand-made probe into
+`Context.probes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from pianolab import track
-from pianolab.config import RunConfig, config_from_dict
 from pianolab.data.percepiano import Dataset
-from pianolab.errors import fail
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished run folder and its config; `variant` names its experiment arm."""
-
-    folder: Path
-    cfg: RunConfig
-    variant: str
-
-    @classmethod
-    def load(cls, folder: Path, variant: str = "run") -> Run:
-        folder = Path(folder)
-        if not (folder / "config.yaml").is_file():
-            raise fail(folder, "not a run folder (no config.yaml)")
-        if not track.is_done(folder):
-            raise fail(folder, "run not finished (meta.json status is not 'done')")
-        cfg = config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()), str(folder / "config.yaml"))
-        return cls(folder, cfg, variant)
-
-    @cached_property
-    def meta(self) -> dict:
-        return track.read_meta(self.folder)
-
-    @property
-    def cell(self) -> tuple[int, int]:
-        """(seed, fold) of this run: the pairing key between variants."""
-        return self.cfg.train.seed, self.cfg.data.fold
-
-    @property
-    def neural(self) -> bool:
-        from pianolab.train.run import is_estimator
-
-        return not is_estimator(self.cfg.model.name)
-
-    @property
-    def has_model(self) -> bool:
-        """Whether the folder keeps its trained model (a copy may hold predictions only)."""
-        return (self.folder / ("checkpoint.pt" if self.neural else "model.joblib")).is_file()
-
-    @property
-    def has_spectrogram(self) -> bool:
-        return self.neural and bool(self.cfg.features.spectrogram)
-
-    @property
-    def has_vector(self) -> bool:
-        return bool(self.cfg.features.vector)
-
-    def predictions(self, dataset: Dataset, role: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item indices into `dataset`, true (n, 19), pred (n, 19)) of one role."""
-        rows, pred, true = track.read_predictions(self.folder / "predictions.parquet")
-        keep = (rows["role"] == role).to_numpy()
-        idx = np.array([dataset.index[s] for s in rows["stem"][keep]], dtype=int)
-        return idx, true[keep], pred[keep]
-
-
-def model_device(model):
-    """The device of a torch model's weights."""
-    return next(model.parameters()).device
+from pianolab.errors import PianolabError
+from pianolab.evaluate.runs import Probe, Run
 
 
 @dataclass(frozen=True)
@@ -89,40 +29,6 @@ class CrossRuns:
     experiment: object
     options: object
     echo: Callable[[str], None] = print
-
-
-@dataclass
-class Probe:
-    """A rebuilt model and a normalised batch of test items.
-
-    `predict(batch) -> (n, 19)` on the 0..1 label scale; `batch` holds torch tensors ("spec",
-    "vector"); `y` (n, 19) labels; `y_mean`/`y_std` the training standardisation (model outputs are
-    standardised); `waves` the full rendered audio of the items and `featurise(waves)` the
-    normalised spectrogram tensor the model was trained on (both None for vector-only models).
-    """
-
-    model: object
-    batch: dict
-    y: np.ndarray
-    stems: list[str]
-    y_mean: np.ndarray
-    y_std: np.ndarray
-    waves: list[np.ndarray] | None = None
-    featurise: Callable[[list[np.ndarray]], object] | None = None
-    sample_rate: int = 16000
-
-    @property
-    def device(self):
-        """Where the model's weights are (the probe's tensors live there too)."""
-        return model_device(self.model)
-
-    def predict(self, batch: dict) -> np.ndarray:
-        import torch
-
-        self.model.eval()
-        with torch.no_grad():
-            out = self.model(batch).float().cpu().numpy()
-        return out * self.y_std + self.y_mean
 
 
 @dataclass
@@ -157,7 +63,7 @@ class Context:
         runs = [r for r in self.runs[variant] if keep(r)]
         if runs:
             return (f"Not run: {len(runs)} run folder(s) of this variant hold no trained model (checkpoint.pt / "
-                    "model.joblib), only predictions; evaluate the original run folders.")
+                    "model.skops), only predictions; evaluate the original run folders.")
         return not_applicable
 
     def oof(self, variant: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -188,6 +94,18 @@ class Context:
         p = self.out.joinpath(*parts)
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+
+def experiment_runs(exp, runs_root: Path | None) -> dict[str, list[Run]]:
+    """Finished cells of every variant, in the same (seed, fold) order for each."""
+    runs: dict[str, list[Run]] = {}
+    for cell in sorted(exp.cells(), key=lambda c: (c.seed, c.fold)):
+        folder = track.run_dir(cell.config, exp.name, cell.variant, runs_root)
+        if track.is_done(folder):
+            runs.setdefault(cell.variant, []).append(Run.load(folder, cell.variant))
+    if not runs:
+        raise PianolabError(f"{exp.source}: no finished runs; run `pianolab ab run {exp.source}` first")
+    return {v: runs[v] for v in exp.variant_names if v in runs}
 
 
 def slug(name: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pianolab.evaluate.context import Context, Run
+from pianolab.evaluate.context import Context, Run, experiment_runs
 
 
 def cross_experiment(exp, split: str, dataset):
@@ -27,7 +27,6 @@ def split_runs(ctx: Context, split: str) -> dict[str, list[Run]]:
     if any(have.values()) or ctx.cross is None:
         return have
     from pianolab.ab.runner import run_cells
-    from pianolab.evaluate.suite import experiment_runs
 
     exp = cross_experiment(ctx.cross.experiment, split, ctx.dataset)
     run_cells(exp, exp.cells(), ctx.cross.options, ctx.cross.echo)

@@ -158,17 +158,3 @@ class Store:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_features(midi_paths: list[Path], spec: FeatureSpec, cache_dir: Path | str | None = None,
-                  device: str | None = None, on_error: str = "skip", progress: bool = False,
-                  workers: int = 0) -> FeatureTable:
-    """Features of every file in `midi_paths` under `spec`, from the cache or computed and cached.
-
-    `on_error`: 'skip' records (path, reason) in `.skipped` and leaves None; 'raise' raises the
-    first PianolabError. `device`: torch device for spectrograms (default cuda when available).
-    `workers` > 1 renders and featurises in that many processes.
-    """
-    from pianolab.features.build import build
-
-    return build(midi_paths, [spec], cache_dir, device, on_error, progress, workers)[0]

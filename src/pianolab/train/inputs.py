@@ -66,7 +66,7 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
                 on_error: str = "skip", progress: bool = False, copy: int = 0,
                 augment: str | None = None, workers: int = 0) -> Inputs:
     """Features of every configured kind for `midi_paths` (one row per path)."""
-    from pianolab.features.store import load_features
+    from pianolab.features.build import load_features
 
     if not cfg.spectrogram and not cfg.vector:
         raise PianolabError("features: name a spectrogram kind and/or vector kinds")
