@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pianolab.data.percepiano import Dataset
-from pianolab.evaluate.context import Probe, Run, model_device
+from pianolab.evaluate.runs import Probe, Run, model_device
 
 
 def load_neural(run: Run):

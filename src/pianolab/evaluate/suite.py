@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pianolab import track
 from pianolab.errors import PianolabError
-from pianolab.evaluate.context import Context, CrossRuns, Run
+from pianolab.evaluate.context import Context, CrossRuns, Run, experiment_runs
 
 GROUPS = {
     "diagnostics": ("learning_curves", "gradient_analysis", "loss_landscape", "attention_rollout",
@@ -73,18 +73,6 @@ def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs
     run = Run.load(target)
     out = out or run.folder / "evaluation"
     return Context({"run": [run]}, load_dataset(run.cfg.data.root), Path(out), max_runs, probe_items), str(target)
-
-
-def experiment_runs(exp, runs_root: Path | None) -> dict[str, list[Run]]:
-    """Finished cells of every variant, in the same (seed, fold) order for each."""
-    runs: dict[str, list[Run]] = {}
-    for cell in sorted(exp.cells(), key=lambda c: (c.seed, c.fold)):
-        folder = track.run_dir(cell.config, exp.name, cell.variant, runs_root)
-        if track.is_done(folder):
-            runs.setdefault(cell.variant, []).append(Run.load(folder, cell.variant))
-    if not runs:
-        raise PianolabError(f"{exp.source}: no finished runs; run `pianolab ab run {exp.source}` first")
-    return {v: runs[v] for v in exp.variant_names if v in runs}
 
 
 def evaluate(ctx: Context, title: str, names: Sequence[str], echo: Callable[[str], None] = print) -> dict:

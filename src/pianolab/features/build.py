@@ -116,7 +116,7 @@ def _resolve_device(device: str | None) -> str:
 def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, device: str | None = None,
           on_error: str = "skip", progress: bool = False, workers: int = 0,
           renders: dict | None = None) -> list[FeatureTable]:
-    """One FeatureTable per spec, aligned with `midi_paths` (see store.load_features). `renders` (inline
+    """One FeatureTable per spec, aligned with `midi_paths` (see `load_features`). `renders` (inline
     builds, workers <= 1): a dict of renders that several builds of the same files share, so that each
     file is rendered once (it holds every render in memory)."""
     if on_error not in ("skip", "raise"):
@@ -219,3 +219,15 @@ def _bar(total: int, progress: bool, store: Store):
             super().close()
 
     return Bar(total=total, unit="file", desc="features", disable=os.environ.get("PIANOLAB_NO_BAR") == "1")
+
+
+def load_features(midi_paths: list[Path], spec: FeatureSpec, cache_dir: Path | str | None = None,
+                  device: str | None = None, on_error: str = "skip", progress: bool = False,
+                  workers: int = 0) -> FeatureTable:
+    """Features of every file in `midi_paths` under `spec`, from the cache or computed and cached.
+
+    `on_error`: 'skip' records (path, reason) in `.skipped` and leaves None; 'raise' raises the
+    first PianolabError. `device`: torch device for spectrograms (default cuda when available).
+    `workers` > 1 renders and featurises in that many processes.
+    """
+    return build(midi_paths, [spec], cache_dir, device, on_error, progress, workers)[0]

@@ -53,8 +53,19 @@ def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[R
     train, val = carve_val(dataset, train, val_fraction, np.random.default_rng(cfg.train.seed + 7919 * d.fold))
     meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
             "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
-            "n_train": len(train), "n_val": len(val), "n_test": len(test)}
+            "feature_versions": feature_versions(cfg), "n_train": len(train), "n_val": len(val),
+            "n_test": len(test)}
     return Roles(train, val, test), meta
+
+
+def feature_versions(cfg: RunConfig) -> dict[str, int]:
+    """The version of every feature kind the config reads (bumped when a kind's computation changes)."""
+    from pianolab.features.kinds import get_kind
+
+    kinds = [k for k in (cfg.features.spectrogram, *cfg.features.vector) if k]
+    return {k: get_kind(k).version for k in kinds}
+
+
 
 
 def carve_val(dataset: Dataset, train: np.ndarray, fraction: float,
@@ -162,14 +173,27 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     dataset = load_dataset(cfg.data.root)
     roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
-        track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant})
+        track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant,
+                                      "threads": torch.get_num_threads()})
     if loaded is None:
         loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
     if cfg.tuning.trials:
         from pianolab.ab.tuning import tune
 
-        cfg = tune(cfg, loaded, np.concatenate([roles.train, roles.val]), folder, experiment, variant, device)
+        cfg = tune(cfg, loaded.dataset, np.concatenate([roles.train, roles.val]), folder, experiment, variant,
+                   _trial_fitting(loaded, device))
     return make_cell(cfg, loaded, roles, folder, device)
+
+
+def _trial_fitting(loaded: Loaded, device: torch.device):
+    """How a tuning trial carves and fits its inner folds: through `carve_val`, `make_cell` and
+    `fit_cell`, like a run (`pianolab.ab.tuning` receives it and imports nothing from here)."""
+    from pianolab.ab.tuning import Fitting
+
+    def fit(cfg: RunConfig, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return fit_cell(make_cell(cfg, loaded, Roles(train, val, test), None, device), device)["test"]
+
+    return Fitting(carve=lambda cfg, train, rng: carve_val(loaded.dataset, train, val_fraction(cfg), rng), fit=fit)
 
 
 def _check_features(cfg: RunConfig) -> None:
