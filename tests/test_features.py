@@ -23,7 +23,8 @@ def _tone(seconds: float, f: float = 440.0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind,shape", [("mel_128", (1, 128)), ("mel_256", (1, 256)), ("log_mel", (1, 128)),
-                                        ("cqt", (1, 193)), ("multi_resolution", (3, 128))])
+                                        ("cqt", (1, 193)), ("multi_resolution", (1, 128 + 193)),
+                                        ("multi_window_mel", (3, 128))])
 def test_spectrogram_shapes(kind, shape):
     (spec,) = compute_spectrograms([_tone(2.0)], kind, SR, FR)
     assert spec.shape == (*shape, 200) and spec.dtype == np.float32 and np.isfinite(spec).all()

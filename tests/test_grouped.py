@@ -42,7 +42,7 @@ def test_grouped_forward_and_gradients_equal_each_member_alone(options):
 
 def test_grouping_problem_names_what_cannot_be_grouped():
     assert grouping_problem(_ast(0)) is None
-    assert "buffers" in grouping_problem(_ast(0, attention="linear", kernel="favor"))
+    assert "buffers" in grouping_problem(_ast(0, attention="performer"))
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
     assert "buffers" in grouping_problem(mlp)
     embedding = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 2))

@@ -55,7 +55,8 @@ def test_forward_backward(name, attention):
 def test_registered_names_and_sizes():
     assert {"ast_ultra_tiny", "ast_tiny", "ast_small", "ast_medium", "symbolic_mlp", "hybrid_concat",
             "hybrid_gated", "hybrid_xattn"} <= set(list_models())
-    assert set(attention_kinds()) == {"vanilla", "local", "linear", "sparse", "multi_scale"}
+    assert set(attention_kinds()) == {"vanilla", "local", "linear", "sparse", "performer", "linformer",
+                                      "multi_scale"}
     for name, (depth, dim, heads) in {"ast_ultra_tiny": (3, 256, 4), "ast_tiny": (4, 320, 5),
                                       "ast_small": (6, 384, 8), "ast_medium": (6, 512, 8)}.items():
         cfg = create_model(name).config
@@ -106,7 +107,7 @@ def test_attention_maps_and_local_window():
 
 
 def test_attention_options_and_bf16():
-    favor = _make("ast_ultra_tiny", "linear", kernel="favor", n_features=16)
+    favor = _make("ast_ultra_tiny", "performer", n_features=16)
     assert favor.encoder.blocks[0].attn.features.shape == (16, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for kind in ATTENTION.names():

@@ -48,9 +48,9 @@ def _member(seed: int, n: int, shared: bool, **model_kw):
 SIZES = [(0, 60), (1, 52), (2, 70)]  # training sets of different sizes: members step unevenly
 
 
-@pytest.mark.parametrize("model_kw", [{}, {"attention": "linear", "kernel": "favor"}], ids=["grouped", "vmap"])
+@pytest.mark.parametrize("model_kw", [{}, {"attention": "performer"}], ids=["grouped", "vmap"])
 def test_packed_trainer_matches_one_at_a_time(model_kw):
-    """The grouped model, and `vmap` for a model it cannot group (FAVOR+ keeps its random features in a
+    """The grouped model, and `vmap` for a model it cannot group (performer keeps its random features in a
     buffer)."""
     alone = []
     for seed, n in SIZES:

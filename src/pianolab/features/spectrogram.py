@@ -3,15 +3,20 @@
 Every front end maps waves (B, samples) -> (B, channels, bins, samples // hop), hop = sample_rate /
 frame_rate (default 160 samples = 10 ms). Frames are centred with zero padding (not reflection), so a
 wave padded with zeros inside a batch gives the same frames as the wave alone (tested). Compression
-is in dB at a fixed floor (-100 dB; no per-file reference), so loudness stays comparable.
+(every kind but `mel_128`) is in dB at a fixed floor (-100 dB; no per-file reference), so loudness stays
+comparable.
 
-Registered kinds (fmin 20 Hz, fmax 8000 Hz for the mels):
-- `mel_128`: 128 mel bands, 64 ms Hann window.
-- `mel_256`: 256 mel bands, 128 ms Hann window.
-- `log_mel`: 128 mel bands, 25 ms Hann window (the AST / Kaldi fbank time resolution), n_fft 1024.
-- `cqt`: constant-Q, 24 bins per octave from A0 (27.5 Hz) up to 0.45 * sample_rate (193 bins at 16 kHz),
-  computed as an STFT with a rectangular window times a frequency-domain kernel bank (filters.py).
-- `multi_resolution`: 3 channels of 128-band mel with 32, 64 and 128 ms windows.
+Registered kinds (fmin 20 Hz, fmax 8000 Hz for the mels; `version` enters the feature cache key):
+- `mel_128`: 128 mel bands of linear power (no log), 25 ms Hann window, n_fft 1024: `log_mel` before
+  its compression (version 2; version 1 was dB with a 64 ms window).
+- `log_mel`: the same 128 mel bands in dB (the AST / Kaldi fbank time resolution).
+- `mel_256`: 256 mel bands in dB, 128 ms Hann window (n_fft 2048: 256 bands need the finer FFT).
+- `cqt`: constant-Q in dB, 24 bins per octave from A0 (27.5 Hz) up to 0.45 * sample_rate (193 bins at
+  16 kHz), computed as an STFT with a rectangular window times a frequency-domain kernel bank (filters.py).
+- `multi_resolution`: mel and CQT combined: `log_mel`'s 128 bands (25 ms, fine in time) then `cqt`'s
+  bins (long windows in the bass, fine in pitch) on one frequency axis, 1 x (128 + 193) at 16 kHz
+  (version 2; version 1 is today's `multi_window_mel`).
+- `multi_window_mel`: 3 channels of 128-band dB mel with 32, 64 and 128 ms windows.
 Length policies (applied to the wave before the front end): `crop` = first `seconds`, zero-padded;
 `pad` = whole performance zero-padded (or cut) to `max_seconds`; `windows` = whole performance
 zero-padded to a whole number of `seconds` windows (cut it with `split_windows`).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -31,8 +37,18 @@ from pianolab.features.filters import cqt_kernels, cqt_length, mel_filters
 from pianolab.registry import Registry
 
 FMIN, FMAX = 20.0, 8000.0
+
+
+@dataclass(frozen=True)
+class SpectrogramKind:
+    """`build(sample_rate, frame_rate)` -> the front end module; `version` is bumped when its output changes."""
+
+    build: Callable[[int, int], nn.Module]
+    version: int = 1
+
+
 DB_FLOOR = 1e-10  # power floor: -100 dB
-SPECTROGRAMS: Registry[Callable[..., nn.Module]] = Registry("spectrogram kind")
+SPECTROGRAMS: Registry[SpectrogramKind] = Registry("spectrogram kind")
 LENGTH_POLICIES: Registry[Callable[..., np.ndarray]] = Registry("length policy")
 
 
@@ -48,13 +64,14 @@ def _stft(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.
     return spec[..., :frames]
 
 
-class LogMel(nn.Module):
-    """(B, samples) -> (B, len(windows_s), n_mels, frames) dB mel power, one channel per window."""
+class Mel(nn.Module):
+    """(B, samples) -> (B, len(windows_s), n_mels, frames) mel power, one channel per window; in dB
+    (floor -100 dB) when `db`."""
 
     def __init__(self, sample_rate: int, frame_rate: int, n_mels: int, windows_s: tuple[float, ...],
-                 n_fft: int | None = None):
+                 n_fft: int | None = None, db: bool = True):
         super().__init__()
-        self.hop = sample_rate // frame_rate
+        self.hop, self.db = sample_rate // frame_rate, db
         self.n_fft = n_fft or _pow2(max(windows_s) * sample_rate)
         self.register_buffer("fb", torch.from_numpy(mel_filters(sample_rate, self.n_fft, n_mels, FMIN,
                                                                 min(FMAX, sample_rate / 2))))
@@ -67,8 +84,8 @@ class LogMel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(self.n_windows):
-            power = _stft(x, self.n_fft, self.hop, getattr(self, f"win{i}")).abs() ** 2
-            out.append(10 * torch.log10(torch.clamp(self.fb @ power, min=DB_FLOOR)))
+            mel = self.fb @ _stft(x, self.n_fft, self.hop, getattr(self, f"win{i}")).abs() ** 2
+            out.append(10 * torch.log10(torch.clamp(mel, min=DB_FLOOR)) if self.db else mel)
         return torch.stack(out, 1)
 
 
@@ -103,11 +120,28 @@ class CQT(nn.Module):
         return (20 * torch.log10(torch.clamp(mag, min=DB_FLOOR**0.5))).unsqueeze(1)
 
 
-SPECTROGRAMS.add("mel_128", lambda sr, fr: LogMel(sr, fr, 128, (0.064,)))
-SPECTROGRAMS.add("mel_256", lambda sr, fr: LogMel(sr, fr, 256, (0.128,)))
-SPECTROGRAMS.add("log_mel", lambda sr, fr: LogMel(sr, fr, 128, (0.025,), n_fft=_pow2(0.064 * sr)))
-SPECTROGRAMS.add("cqt", lambda sr, fr: CQT(sr, fr))
-SPECTROGRAMS.add("multi_resolution", lambda sr, fr: LogMel(sr, fr, 128, (0.032, 0.064, 0.128)))
+class Stacked(nn.Module):
+    """(B, samples) -> (B, 1, sum of bins, frames): single-channel front ends on one frequency axis."""
+
+    def __init__(self, *parts: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.hop = parts[0].hop  # every part has the same hop (sample_rate // frame_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], -2)
+
+
+def _log_mel(sr: int, fr: int, db: bool = True) -> Mel:
+    return Mel(sr, fr, 128, (0.025,), n_fft=_pow2(0.064 * sr), db=db)
+
+
+SPECTROGRAMS.add("mel_128", SpectrogramKind(lambda sr, fr: _log_mel(sr, fr, db=False), 2))
+SPECTROGRAMS.add("mel_256", SpectrogramKind(lambda sr, fr: Mel(sr, fr, 256, (0.128,))))
+SPECTROGRAMS.add("log_mel", SpectrogramKind(_log_mel))
+SPECTROGRAMS.add("cqt", SpectrogramKind(CQT))
+SPECTROGRAMS.add("multi_resolution", SpectrogramKind(lambda sr, fr: Stacked(_log_mel(sr, fr), CQT(sr, fr)), 2))
+SPECTROGRAMS.add("multi_window_mel", SpectrogramKind(lambda sr, fr: Mel(sr, fr, 128, (0.032, 0.064, 0.128))))
 
 
 @LENGTH_POLICIES.register("crop")
@@ -137,7 +171,7 @@ def split_windows(spec: np.ndarray, frames: int, hop: int | None = None) -> np.n
 @lru_cache(maxsize=16)
 def frontend(kind: str, sample_rate: int, frame_rate: int, device: str) -> nn.Module:
     """The registered front end `kind` on `device`, built once per process."""
-    return SPECTROGRAMS.get(kind)(sample_rate, frame_rate).to(device)
+    return SPECTROGRAMS.get(kind).build(sample_rate, frame_rate).to(device)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from torch import nn
 from pianolab.models import ast, hybrid, symbolic  # noqa: F401  (registers the models)
 from pianolab.models.base import MODELS, register_model
 from pianolab.models.encoder import AST_SIZES, attention_kinds
+from pianolab.models.layers import spectral_normalise
 from pianolab.models.noise import assign_salts
 
 __all__ = ["MODELS", "create_model", "list_models", "parameter_count", "parameter_table", "register_model",
@@ -23,7 +24,8 @@ def create_model(name: str, *, n_outputs: int = 19, in_channels: int = 1, n_freq
     """Build the registered model `name`; `overrides` are fields of its config (others: PianolabError)."""
     common = {"n_outputs": n_outputs, "in_channels": in_channels, "n_freq": n_freq,
               "in_features": in_features}
-    return assign_salts(MODELS.get(name)(common, overrides))
+    model = MODELS.get(name)(common, overrides)
+    return assign_salts(spectral_normalise(model, getattr(model.config, "spectral_norm", False)))
 
 
 def list_models() -> list[str]:

@@ -46,14 +46,15 @@ class ASTConfig:
     attn_dropout: float = 0.0
     drop_path: float = 0.1  # stochastic depth of the last block (linear from 0 over depth)
     head_dropout: float = 0.0
-    spectral_norm: bool = False  # on the head's linear layer
+    spectral_norm: bool | str = False  # head (= true): the head's Linear; all: every Linear (models.layers)
     pool: str = "cls"  # cls | mean (of the patch tokens)
     attention: str = "vanilla"  # see attention_kinds()
     window: int = 4  # local: time steps each side
     block: int = 4  # sparse: time steps per block
     sparse_stride: int = 4  # sparse: time-step stride of the strided (same frequency row) pattern
-    kernel: str = "elu"  # linear: elu | favor
-    n_features: int = 64  # linear with kernel=favor: random features
+    n_features: int = 128  # performer: random features
+    redraw: int = 0  # performer: redraw the features every N training calls (0: never)
+    proj_len: int = 64  # linformer: length the keys and values are projected to
     scales: tuple[int, ...] = (16, 32)  # multi_scale: patch size (= stride) of each branch
     branch_attention: str = "vanilla"  # multi_scale: attention kind inside each branch
 
@@ -101,7 +102,8 @@ class PatchEncoder(nn.Module):
         options = {k: getattr(cfg, k) for k in ATTENTION.get(attention).options}
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, attention, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout, r, **options)
+            Block(cfg.dim, cfg.heads, attention, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout, r,
+                  tokens=1 + self.grid[0] * self.grid[1], **options)
             for r in rates)
         self.norm = nn.LayerNorm(cfg.dim)
         for p in (self.cls_token, self.cls_pos, self.pos_embed):

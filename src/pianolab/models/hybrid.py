@@ -46,7 +46,7 @@ class HybridConfig:
     hidden: int = 256  # vector MLP width
     vector_layers: int = 2
     head_dropout: float = 0.1
-    spectral_norm: bool = False
+    spectral_norm: bool | str = False  # head (= true) or all: see models.layers.spectral_norm_scope
     n_tokens: int = 4  # xattn: query tokens made from the vector embedding
     prior_columns: int = 0  # the last N vector columns are a prior prediction to correct (features.stack)
 

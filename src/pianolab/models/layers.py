@@ -1,11 +1,13 @@
-"""Small shared layers: stochastic depth, MLP, pre-norm transformer block, regression head."""
+"""Small shared layers: stochastic depth, MLP, pre-norm transformer block, regression head, spectral norm."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from pianolab.errors import PianolabError
 from pianolab.models.attention import ATTENTION
 from pianolab.models.noise import KeyedDropout, keyed_uniform
 
@@ -64,12 +66,35 @@ class Block(nn.Module):
         return self.attn.weights(self.norm1(x), grid)
 
 
-def make_head(dim: int, n_outputs: int, dropout: float = 0.0, spectral_norm: bool = False) -> nn.Sequential:
-    """Regression head (B, dim) -> (B, n_outputs): LayerNorm, dropout, Linear (optionally spectral-normed)."""
+SPECTRAL_NORM = {"none": "no layer", "head": "the head's output Linear", "all": "every nn.Linear of the model"}
+
+
+def spectral_norm_scope(value: bool | str | None) -> str:
+    """The `spectral_norm` option as a scope of SPECTRAL_NORM (false = none, true = head)."""
+    if isinstance(value, bool) or value is None:
+        return "head" if value else "none"
+    if not isinstance(value, str) or value not in SPECTRAL_NORM:
+        raise PianolabError(f"spectral_norm must be false, true (= head), 'head', 'all' or 'none', got {value!r}")
+    return value
+
+
+def make_head(dim: int, n_outputs: int, dropout: float = 0.0, spectral_norm: bool | str = False) -> nn.Sequential:
+    """Regression head (B, dim) -> (B, n_outputs): LayerNorm, dropout, Linear (spectral-normed unless
+    `spectral_norm` is off)."""
     linear = nn.Linear(dim, n_outputs)
-    if spectral_norm:
+    if spectral_norm_scope(spectral_norm) != "none":
         linear = _spectral_norm(linear)
     return nn.Sequential(nn.LayerNorm(dim), KeyedDropout(dropout), linear)
+
+
+def spectral_normalise(model: nn.Module, spectral_norm: bool | str) -> nn.Module:
+    """Under `spectral_norm: all`, give every nn.Linear of `model` (attention projections, MLPs, fusion
+    layers, head) torch's spectral-norm parametrization (Miyato et al. 2018); other scopes leave it."""
+    if spectral_norm_scope(spectral_norm) == "all":
+        for m in [m for m in model.modules() if isinstance(m, nn.Linear)]:
+            if not parametrize.is_parametrized(m, "weight"):
+                _spectral_norm(m)
+    return model
 
 
 def add_prior(out: torch.Tensor, vector: torch.Tensor, columns: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ class SymbolicConfig:
     dropout: float = 0.2
     norm: str = "layer"  # layer | batch
     head_dropout: float = 0.0
-    spectral_norm: bool = False
+    spectral_norm: bool | str = False  # head (= true) or all: see models.layers.spectral_norm_scope
     prior_columns: int = 0  # the last N vector columns are a prior prediction to correct (features.stack)
 
     def __post_init__(self):

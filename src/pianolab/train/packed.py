@@ -79,6 +79,8 @@ def unpackable_reason(trainer: Trainer) -> str | None:
             return "parametrised layers (spectral_norm)"
         if getattr(m, "attn_dropout", 0.0):
             return "attention dropout draws from torch's global generator"
+        if getattr(m, "packing_problem", None):
+            return m.packing_problem
     if cfg.train.max_seconds is not None:
         return "a wall-time budget is per run"
     return None
