@@ -131,7 +131,8 @@ def register_all() -> None:
                            warm_up=_warm_classic(name))
         FEATURE_KINDS.add(name, kind)
     for name in SPECTROGRAMS:
-        FEATURE_KINDS.add(name, FeatureKind(name, "audio", SPEC_FIELDS, 1, spectrogram=True))
+        version = SPECTROGRAMS.get(name).version
+        FEATURE_KINDS.add(name, FeatureKind(name, "audio", SPEC_FIELDS, version, spectrogram=True))
 
 
 def get_kind(name: str) -> FeatureKind:
