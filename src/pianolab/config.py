@@ -1,10 +1,11 @@
 """Run configuration: frozen, validated dataclasses; strict YAML loading; dotted overrides; hash.
 
-A bad key or type is a one-line PianolabError naming the source, the key and the valid keys.
-Defaults live here only. A run's identity is `config_hash(cfg)`: the canonical JSON of the
-resolved config without the keys in `NOT_IDENTITY` (device, tracking, data and study location),
-without the `tuning` section when tuning is off, and without `features.peer_centred` and
-`features.stack` when they are off (so runs keep the hashes they had before those options existed).
+A bad key, type or value is a one-line PianolabError naming the source and the key (and the valid
+keys, or the valid range: `_in(...)` on a field). Defaults live here only. A run's identity is
+`config_hash(cfg)`: the canonical JSON of the resolved config without the keys in `NOT_IDENTITY`
+(device, tracking, data and study location), without the `tuning` section when tuning is off, and
+without `features.peer_centred` and `features.stack` when they are off (so runs keep the hashes they
+had before those options existed); `optim.warmup_frac: null` enters as the schedule's own warm-up.
 """
 
 from __future__ import annotations
@@ -24,17 +25,48 @@ from pianolab.errors import PianolabError
 
 NOT_IDENTITY = {("train", "device"), ("train", "compile"), ("train", "deterministic"), ("track",), ("data", "root"),
                 ("tuning", "storage")}
+# the warm-up (fraction of the steps) a schedule's name asks for; every other schedule has none
+SCHEDULE_WARMUP = {"warmup_cosine": 0.05}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A field's valid values: `lo` <= v (< if `lo_open`), v <= `hi` (< if `hi_open`)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def problem(self, v: float) -> str | None:
+        low = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        high = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return None if low and high else f"must be {self}, got {v!r}"
+
+    def __str__(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return " and ".join(parts)
+
+
+def _in(default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+        hi_open: bool = False):
+    """A dataclass field with a default and a valid range, checked when a config is built."""
+    return field(default=default, metadata={"bound": Bound(lo, hi, lo_open, hi_open)})
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str | None = None  # default: $PIANOLAB_DATA or data/percepiano
     split: str = "excerpt"
-    folds: int = 4
-    repeats: int = 1  # one partition per repeat; repeat r uses split_seed + r
-    split_seed: int = 0
-    repeat: int = 0  # which repeat this run belongs to
-    fold: int = 0
+    folds: int = _in(4, 2)
+    repeats: int = _in(1, 1)  # one partition per repeat; repeat r uses split_seed + r
+    split_seed: int = _in(0, 0)
+    repeat: int = _in(0, 0)  # which repeat this run belongs to
+    fold: int = _in(0, 0)
     humans_only: bool = False  # drop deadpan Score/Score2 renditions from train and test
 
 
@@ -43,10 +75,10 @@ class FeatureConfig:
     spectrogram: str | None = None  # registered spectrogram kind, e.g. log_mel, cqt
     vector: tuple[str, ...] = ()  # registered vector kinds, e.g. (symbolic,), (all_traditional,)
     renderer: str = "midirenderer"
-    seconds: float = 10.0
+    seconds: float = _in(10.0, 0, lo_open=True)
     length_policy: str = "crop"
-    top_k: int | None = None  # keep the k vector features with the highest RF importance (train fold)
-    augment_factor: int = 1  # N: training set = originals + N-1 MIDI-augmented renderings (plan A2)
+    top_k: int | None = _in(None, 1)  # keep the k vector features with the highest RF importance (train fold)
+    augment_factor: int = _in(1, 1)  # N: training set = originals + N-1 MIDI-augmented renderings (plan A2)
     # append every vector feature minus its mean over the performances of the same excerpt in the same
     # role (train / val / test; in `predict`: the files of one call). Transductive: uses the features,
     # never the labels, of the other performances of the music, as raters compared them.
@@ -66,26 +98,27 @@ class ModelConfig:
 class ObjectiveConfig:
     name: str = "mse"
     params: dict = field(default_factory=dict)
-    label_smoothing: float = 0.0  # shrink targets toward the training mean by this factor
+    label_smoothing: float = _in(0.0, 0, 1, hi_open=True)  # shrink targets toward the training mean by this factor
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    lr: float = _in(1e-3, 0, lo_open=True)
+    weight_decay: float = _in(0.05, 0)
     schedule: str = "warmup_cosine"
-    warmup_frac: float = 0.05
+    # linear warm-up over this fraction of the steps; None: the schedule's own (SCHEDULE_WARMUP)
+    warmup_frac: float | None = _in(None, 0, 1, hi_open=True)
     schedule_params: dict = field(default_factory=dict)
-    grad_clip: float = 1.0
+    grad_clip: float = _in(1.0, 0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class RegularizeConfig:
-    mixup_alpha: float = 0.0
-    mixup_prob: float = 0.0
-    cutmix_prob: float = 0.0
-    early_stopping: int = 0  # patience in epochs on the validation carve-out; 0 = off
-    val_fraction: float = 0.15  # excerpt groups of the training fold held out for validation
+    mixup_alpha: float = _in(0.0, 0)
+    mixup_prob: float = _in(0.0, 0, 1)
+    cutmix_prob: float = _in(0.0, 0, 1)
+    early_stopping: int = _in(0, 0)  # patience in epochs on the validation carve-out; 0 = off
+    val_fraction: float = _in(0.15, 0, 1, hi_open=True)  # excerpt groups of the training fold held out for validation
 
 
 @dataclass(frozen=True)
@@ -95,18 +128,18 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    max_seconds: float | None = None  # wall-time budget: stop after the epoch that passes it
-    batch_size: int = 32
-    seed: int = 0
+    epochs: int = _in(100, 1)
+    max_seconds: float | None = _in(None, 0, lo_open=True)  # wall-time budget: stop after the epoch that passes it
+    batch_size: int = _in(32, 1)
+    seed: int = _in(0, 0)
     device: str = "auto"
     compile: bool = False
     # deterministic GPU kernels, at a speed cost (trainer.deterministic_kernels; not yet bit-identical
     # on an H200, docs/benchmarks.md); the CPU is bit-reproducible either way
     deterministic: bool = False
     amp: bool = True  # bf16 autocast on CUDA
-    checkpoint_every: int = 10
-    eval_every: int = 1
+    checkpoint_every: int = _in(10, 1)
+    eval_every: int = _in(1, 1)
 
 
 @dataclass(frozen=True)
@@ -120,8 +153,8 @@ class TuningConfig:
     """An Optuna search inside the cell's training fold before its fit (`pianolab.ab.tuning`)."""
 
     space: dict = field(default_factory=dict)  # dotted config key -> {low, high[, log][, int]} | {choices}
-    trials: int = 0  # the trial budget (an experiment's budget.trials); 0 = no tuning
-    inner_folds: int = 3  # K-fold by excerpt group over the training fold's items
+    trials: int = _in(0, 0)  # the trial budget (an experiment's budget.trials); 0 = no tuning
+    inner_folds: int = _in(3, 2)  # K-fold by excerpt group over the training fold's items
     metric: str = "pearson"  # registered metric, mean over the inner folds
     sampler: str = "tpe"
     pruner: str = "median"
@@ -173,17 +206,20 @@ def _build(cls, data: Any, prefix: str, source: str):
     if not isinstance(data, dict):
         raise PianolabError(f"{source}: {prefix or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
-        if key not in names:
-            raise PianolabError(f"{source}: unknown key {where!r}; valid: {', '.join(prefix + n for n in names)}")
+        if key not in fields:
+            raise PianolabError(f"{source}: unknown key {where!r}; valid: {', '.join(prefix + n for n in fields)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, f"{where}.", source)
-        else:
-            kwargs[key] = _coerce(value, tp, where, source)
+            continue
+        kwargs[key] = _coerce(value, tp, where, source)
+        bound = fields[key].metadata.get("bound")
+        if bound is not None and kwargs[key] is not None and (problem := bound.problem(kwargs[key])):
+            raise PianolabError(f"{source}: {where}: {problem}")
     return cls(**kwargs)
 
 
@@ -229,6 +265,8 @@ def to_dict(cfg: RunConfig) -> dict:
 
 def identity_dict(cfg: RunConfig) -> dict:
     d = to_dict(cfg)
+    if cfg.optim.warmup_frac is None:  # the schedule's own warm-up, spelled out: same training, same hash
+        d["optim"]["warmup_frac"] = SCHEDULE_WARMUP.get(cfg.optim.schedule, 0.0)
     if not cfg.tuning.trials:
         d.pop("tuning")  # tuning off: its settings cannot change the run
     for option in ("peer_centred", "stack"):  # off: runs keep the hashes they had before the option

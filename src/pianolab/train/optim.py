@@ -3,8 +3,10 @@
 Every schedule is a `Schedule` (a torch `LambdaLR`) over an LR multiplier of the optimiser step:
 call `step()` once per optimiser step. Call `step(metric=v)` (or `observe(v)`) after each
 validation: `reduce_on_plateau` reacts to it (host sync of one scalar per validation), every other
-schedule ignores it. Warmup (`warmup_steps` > 0) is linear, reaching the base LR on step
-`warmup_steps - 1`, and precedes every schedule except `one_cycle` (which uses it as its rise).
+schedule ignores it. Warm-up is linear, reaching the base LR on step `warmup_steps - 1`. Only
+`warmup_cosine` warms up by default (`pianolab.config.SCHEDULE_WARMUP`); an explicit `warmup_steps`
+(from `optim.warmup_frac`) puts it before any schedule, except `one_cycle`, which uses it as its rise.
+`step_decay` milestones are epochs (default 50, 100, 150).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from pianolab.config import SCHEDULE_WARMUP, OptimConfig
 from pianolab.errors import PianolabError
 from pianolab.registry import Registry
 
@@ -45,7 +48,10 @@ def make_optimizer(params_or_model: nn.Module | Iterable, lr: float, weight_deca
 
 
 class Multiplier:
-    """LR multiplier as a function of the step; state is plain attributes (saved by LambdaLR)."""
+    """LR multiplier as a function of the step; state is plain attributes (saved by LambdaLR).
+    `default_warmup_frac`: the warm-up (fraction of the steps) when none is asked for."""
+
+    default_warmup_frac = 0.0
 
     def __init__(self, total_steps: int, warmup_steps: int = 0):
         self.total, self.warmup = max(1, total_steps), max(0, warmup_steps)
@@ -85,21 +91,23 @@ class Cosine(Multiplier):
 
 @SCHEDULES.register("warmup_cosine")
 class WarmupCosine(Cosine):
-    """Cosine with linear warmup; `warmup_steps=0` means `warmup_frac` of the total steps."""
+    """Cosine after a linear warm-up over `SCHEDULE_WARMUP['warmup_cosine']` (5%) of the steps, unless
+    `warmup_steps` says otherwise."""
 
-    def __init__(self, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
-                 warmup_frac: float = 0.05):
-        super().__init__(total_steps, warmup_steps or max(1, round(warmup_frac * total_steps)), min_lr_ratio)
+    default_warmup_frac = SCHEDULE_WARMUP["warmup_cosine"]
 
 
 @SCHEDULES.register("step_decay")
 class StepDecay(Multiplier):
-    """Multiply by `gamma` at each milestone (fractions of total steps; from step round(m * total))."""
+    """Multiply by `gamma` at each milestone, in epochs: from the first step of epoch m on
+    (step m * steps_per_epoch). Default: epochs 50, 100 and 150."""
 
-    def __init__(self, total_steps: int, warmup_steps: int = 0, milestones: Sequence[float] = (0.5, 0.75),
-                 gamma: float = 0.1):
+    def __init__(self, total_steps: int, warmup_steps: int = 0, milestones: Sequence[int] = (50, 100, 150),
+                 gamma: float = 0.1, steps_per_epoch: int = 1):
         super().__init__(total_steps, warmup_steps)
-        self.milestones = sorted(round(m * self.total) for m in milestones)
+        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones):
+            raise PianolabError(f"step_decay milestones are epochs (integers >= 1), got {list(milestones)}")
+        self.milestones = sorted(m * max(1, steps_per_epoch) for m in milestones)
         self.gamma = gamma
 
     def body(self, progress: float, step: int) -> float:
@@ -180,13 +188,42 @@ class Schedule(LambdaLR):
         self._last_lr = lrs
 
 
-def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                  **kw) -> Schedule:
-    """The schedule `name` over `total_steps` optimiser steps; `kw` are its options (listed on error)."""
+_FIXED = ("total_steps", "warmup_steps", "steps_per_epoch")
+
+
+def schedule_options(name: str) -> list[str]:
+    """The options (`optim.schedule_params`) the schedule `name` accepts."""
+    return [p for p in inspect.signature(SCHEDULES.get(name)).parameters if p not in _FIXED]
+
+
+def warmup_count(frac: float, total_steps: int) -> int:
+    """Steps of a warm-up over `frac` of `total_steps` (at least one when `frac` > 0)."""
+    return max(1, int(frac * total_steps)) if frac > 0 else 0
+
+
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup_steps: int | None = None, steps_per_epoch: int = 1, **kw) -> Schedule:
+    """The schedule `name` over `total_steps` optimiser steps; `kw` are its options (listed on error).
+    `warmup_steps=None`: the schedule's own warm-up (only `warmup_cosine` has one)."""
     cls = SCHEDULES.get(name)
-    valid = [p for p in inspect.signature(cls).parameters if p not in ("total_steps", "warmup_steps")]
+    valid = schedule_options(name)
     unknown = sorted(set(kw) - set(valid))
     if unknown:
         raise PianolabError(f"schedule {name!r} does not accept {', '.join(unknown)}; "
                             f"valid: {', '.join(valid) or '(none)'}")
+    if warmup_steps is None:
+        warmup_steps = warmup_count(cls.default_warmup_frac, total_steps)
+    if "steps_per_epoch" in inspect.signature(cls).parameters:
+        kw["steps_per_epoch"] = steps_per_epoch
     return Schedule(optimizer, cls(total_steps, warmup_steps, **kw))
+
+
+
+def schedule_from_config(optim: OptimConfig, optimizer: torch.optim.Optimizer, epochs: int,
+                         steps_per_epoch: int) -> Schedule:
+    """The schedule `optim` asks for over `epochs` x `steps_per_epoch` steps: warm-up only where the
+    schedule's name (`warmup_cosine`) or an explicit `optim.warmup_frac` asks for it."""
+    total = max(1, epochs * steps_per_epoch)
+    warm = None if optim.warmup_frac is None else warmup_count(optim.warmup_frac, total)
+    return make_schedule(optim.schedule, optimizer, total, warmup_steps=warm, steps_per_epoch=steps_per_epoch,
+                         **optim.schedule_params)

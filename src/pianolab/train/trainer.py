@@ -122,7 +122,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
         from pianolab.train.augment import spec_augment_from_preset
         from pianolab.train.objective import make_objective
-        from pianolab.train.optim import make_optimizer, make_schedule
+        from pianolab.train.optim import make_optimizer, schedule_from_config
         from pianolab.train.regularize import EarlyStopping
 
         self.cfg, self.model, self.device = cfg, model, device
@@ -130,9 +130,7 @@ class Trainer:
         self.loss_fn = make_objective(cfg.objective.name, **cfg.objective.params)
         self.optimizer = make_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay,
                                         fused=device.type == "cuda")
-        self.schedule = make_schedule(cfg.optim.schedule, self.optimizer, self.total_steps,
-                                      warmup_steps=int(cfg.optim.warmup_frac * self.total_steps),
-                                      **cfg.optim.schedule_params)
+        self.schedule = schedule_from_config(cfg.optim, self.optimizer, cfg.train.epochs, steps_per_epoch)
         self.preset = PRESETS.get(cfg.augment.preset)
         self.spec_augment = spec_augment_from_preset(cfg.augment.preset)
         self.stopper = EarlyStopping(cfg.regularize.early_stopping, mode="max") \
