@@ -1,20 +1,19 @@
 """Experiment report: verdicts, every labelled secondary test, per-dimension BH, power, plots.
 
-Written to `<runs>/<experiment>/report/` as `report.md`, a self-contained `report.html` (plots
-inlined) and PNG files; the same verdict table is echoed to the terminal. Everything is recomputed
-from the saved predictions, with seeded resampling, so a rerun reproduces the report byte for byte.
+Written to `<runs>/<experiment>/report/` as `report.md`, a self-contained `report.html` (Jinja2 templates
+in `pianolab/report_templates/`, Markdown by markdown-it-py, plots inlined) and PNG files. The page opens
+with the question, a plain-words verdict per variant and a glossary of the labels, then the evidence;
+the same verdict table is echoed to the terminal. Everything is recomputed from the saved
+predictions, with seeded resampling, so a rerun reproduces the report byte for byte.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import re
 from pathlib import Path
 
 import numpy as np
 
-from pianolab import track
+from pianolab import html_report, track
 from pianolab.ab import stats
 from pianolab.ab.collect import Results, collect
 from pianolab.ab.power import minimal_detectable_delta, power_analysis
@@ -60,7 +59,7 @@ def _item_tests(res: Results, v: str) -> list:
 def analyse(exp: Experiment, res: Results) -> dict:
     """Every number of the report, as plain data."""
     verdicts = stats.verdicts(np.stack([_sign(res) * s for s in res.scores]), res.n_train, res.n_test,
-                              exp.rope, exp.alpha, baseline=res.variants.index(BASELINE))
+                              exp.rope, exp.alpha, baseline=res.variants.index(BASELINE), names=list(res.variants))
     out = {"variants": {}, "n_train": res.n_train, "n_test": res.n_test}
     for i, v in enumerate(res.variants):
         row = {"mean": float(np.mean(res.scores[i])), "sd": float(np.std(res.scores[i], ddof=1))}
@@ -86,6 +85,12 @@ def analyse(exp: Experiment, res: Results) -> dict:
                 if _plannable(d) else None,
                 cells=d)
         out["variants"][v] = row
+    for v, stop in res.stopped.items():
+        out["variants"][v] = {
+            "mean": float(np.mean(stop.scores)), "sd": float(np.std(stop.scores, ddof=1)), "stopped": stop.seeds,
+            "verdict": stats.stopped_verdict(stop.diffs, res.n_train, res.n_test, exp.rope, stop.decision,
+                                             exp.alpha, variant=v),
+            "cells": stop.diffs}
     return out
 
 
@@ -97,89 +102,124 @@ def _plannable(d: np.ndarray) -> bool:
 def _secondary_table(exp: Experiment, root) -> list[str]:
     lines = ["| variant | " + " | ".join(SECONDARY) + " |", "|---" * (len(SECONDARY) + 1) + "|"]
     cols = {m: collect(exp, root, metric=m) for m in SECONDARY}
-    for i, v in enumerate(exp.variant_names):
-        cells = [f"{np.mean(cols[m].scores[i]):.3f} ± {np.std(cols[m].scores[i], ddof=1):.3f}"
-                 for m in SECONDARY]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+
+    def scores(m: str, v: str) -> np.ndarray:
+        res = cols[m]
+        return res.stopped[v].scores if v in res.stopped else res.scores[res.variants.index(v)]
+
+    for v in exp.variant_names:
+        if v in cols[SECONDARY[0]].variants or v in cols[SECONDARY[0]].stopped:
+            cells = [f"{np.mean(scores(m, v)):.3f} ± {np.std(scores(m, v), ddof=1):.3f}" for m in SECONDARY]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _plots(exp: Experiment, res: Results, a: dict, out: Path) -> dict[str, Path]:
-    paths = {}
-    others = [v for v in res.variants if v != BASELINE]
-    fig, ax = plots.figure(1, 2, panel=(5.0, 0.5 + 0.45 * len(res.variants)))
+    """The report's figures as PNG files under `out`."""
+    paths = {"forest": plots.save(forest_figure(exp, res, a), out, "forest"),
+             "dimensions": plots.save(dimensions_figure(exp, res, a), out, "dimensions")}
+    paths["cells_power"] = plots.save(cells_power_figure(exp, res, a), out, "cells_power")
+    curves = _curves(res)
+    if curves:
+        paths["learning_curves"] = plots.save(learning_curves_figure(curves), out, "learning_curves")
+    return paths
+
+
+def _others(res: Results) -> list[str]:
+    return [v for v in res.variants if v != BASELINE]
+
+
+def _ci_text(exp: Experiment) -> str:
+    return f"corrected {100 * (1 - exp.alpha):g}% CI"
+
+
+def forest_figure(exp: Experiment, res: Results, a: dict):
+    """Each variant's score (mean ± sd over cells), and its difference from the baseline with the CI."""
+    others = _others(res)
+    fig, ax = plots.figure(1, 2, panel=(4.5, 1.2 + 0.45 * len(res.variants)))
     for j in range(len(res.variants)):
         s = res.scores[j].ravel()
-        ax[0, 0].errorbar(s.mean(), j, xerr=s.std(ddof=1), fmt="o", color="k")
+        ax[0, 0].errorbar(s.mean(), j, xerr=s.std(ddof=1), fmt="o", color="k",
+                          label="mean ± sd over cells" if j == 0 else None)
     ax[0, 0].set_yticks(range(len(res.variants)), res.variants)
-    ax[0, 0].set_xlabel(f"{res.metric} (mean ± sd over cells)")
-    for j, v in enumerate(others):
-        t = a["variants"][v]["corrected"]
-        ax[0, 1].errorbar(t.mean, j, xerr=[[t.mean - t.ci_low], [t.ci_high - t.mean]], fmt="o", color="C0")
-    ax[0, 1].axvspan(-exp.rope, exp.rope, color="0.85", label="ROPE")
+    ax[0, 0].set_xlabel(res.metric)
+    ax[0, 0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.02))
+    ax[0, 1].axvspan(-exp.rope, exp.rope, color="0.85", label=f"ROPE ±{exp.rope:g}")
     ax[0, 1].axvline(0, color="k", lw=0.8)
-    ax[0, 1].set_yticks(range(len(others)), others)
-    ax[0, 1].set_xlabel(f"Δ vs baseline, corrected {100 * (1 - exp.alpha):g}% CI")
-    paths["forest"] = plots.save(fig, out, "forest")
-
-    delta = np.array([a["variants"][v]["dim_delta"] for v in others])
-    fig, ax = plots.figure(1, 1, panel=(11, 1.0 + 0.4 * len(others)))
-    lim = np.nanmax(np.abs(delta)) or 1.0
-    im = ax[0, 0].imshow(delta, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    for r, v in enumerate(others):
-        dims = a["variants"][v]["dims"]
-        for c in range(19):
-            if dims is not None and dims.adjusted.reject[c]:
-                ax[0, 0].text(c, r, "*", ha="center", va="center")
-    ax[0, 0].set_yticks(range(len(others)), others)
-    ax[0, 0].set_xticks(range(19), [d[:18] for d in DIMENSIONS], rotation=60, ha="right", fontsize=7)
-    fig.colorbar(im, ax=ax[0, 0], label="Δ per dimension (* BH-significant)")
-    paths["dimensions"] = plots.save(fig, out, "dimensions")
-
-    fig, ax = plots.figure(1, 2)
     for j, v in enumerate(others):
-        d = a["variants"][v]["cells"]
-        ax[0, 0].plot(np.arange(d.size) + 0.1 * j, d.ravel(), "o", label=v)
-    ax[0, 0].axhline(0, color="k", lw=0.8)
-    ax[0, 0].set_xlabel("cell (seed-major)")
-    ax[0, 0].set_ylabel("paired difference d[seed, fold]")
-    ax[0, 0].legend(fontsize=7)
-    for v in others:
-        d = a["variants"][v]["cells"]
-        if np.std(d) > 0:
-            seeds = np.arange(2, 21)
-            sd = float(np.std(d, ddof=1))
-            ratio = stats.correction_ratio(res.n_train, res.n_test)
-            from pianolab.ab.power import corrected_power
+        vd = a["variants"][v]["verdict"]
+        low, high, how = _interval(vd)
+        ax[0, 1].errorbar(vd.mean, j, xerr=[[vd.mean - low], [high - vd.mean]], fmt="o", color="C0",
+                          label=f"Δ, {_ci_text(exp)} ({how})" if j == 0 else None)
+    ax[0, 1].set_yticks(range(len(others)), others)
+    ax[0, 1].set_ylim(-0.7, len(others) - 0.3)
+    ax[0, 1].set_xlabel(f"Δ {res.metric} vs baseline (positive = better)")
+    ax[0, 1].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.02), ncols=2)
+    return fig
 
-            ax[0, 1].plot(seeds, [corrected_power(max(exp.rope, 1e-6), sd, int(s), exp.folds, ratio,
-                                                  exp.alpha) for s in seeds], label=v)
-    ax[0, 1].axhline(0.8, color="k", ls=":", lw=0.8)
-    ax[0, 1].set_xlabel(f"seeds (x {exp.folds} folds)")
-    ax[0, 1].set_ylabel(f"power to detect Δ = ROPE {exp.rope:g}")
-    paths["cells_power"] = plots.save(fig, out, "cells_power")
+
+def dimensions_figure(exp: Experiment, res: Results, a: dict):
+    """Δ per dimension (rows) and variant (columns), * where Benjamini–Hochberg rejects."""
+    others = _others(res)
+    delta = np.array([a["variants"][v]["dim_delta"] for v in others]).T
+    marks = np.array([np.zeros(len(DIMENSIONS), bool) if a["variants"][v]["dims"] is None
+                      else a["variants"][v]["dims"].adjusted.reject for v in others]).T
+    return plots.dimension_heatmap(delta, others, DIMENSIONS, f"Δ {res.metric} per dimension (positive = "
+                                   "better; * BH-significant)", floor=exp.rope, marks=marks)
+
+
+def cells_power_figure(exp: Experiment, res: Results, a: dict):
+    """The paired difference of every (seed, fold) cell, and the corrected test's power by seeds."""
+    from pianolab.ab.power import corrected_power
+
+    fig, ax = plots.figure(1, 2, panel=(4.5, 3.4))
+    ax[0, 0].axhspan(-exp.rope, exp.rope, color="0.9", label=f"ROPE ±{exp.rope:g}")
+    ax[0, 0].axhline(0, color="k", lw=0.8)
+    seeds, ratio, planned = np.arange(2, 21), stats.correction_ratio(res.n_train, res.n_test), False
+    for j, v in enumerate(_others(res)):
+        d = a["variants"][v]["cells"]
+        ax[0, 0].plot(np.arange(d.size) + 0.1 * j, d.ravel(), "o", color=f"C{j}", label=v)
+        if np.std(d) > 0:
+            sd = float(np.std(d, ddof=1))
+            ax[0, 1].plot(seeds, [corrected_power(max(exp.rope, 1e-6), sd, int(s), exp.folds, ratio, exp.alpha)
+                                  for s in seeds], color=f"C{j}", label=v)
+            planned = True
+    ax[0, 0].set(xlabel="cell (seed-major)", ylabel=f"paired Δ {res.metric}")
+    ax[0, 1].axhline(0.8, color="k", ls=":", lw=0.8, label="power 0.8")
+    ax[0, 1].axvline(exp.seeds, color="0.5", ls="--", lw=0.8, label=f"this design ({exp.seeds} seeds)")
+    ax[0, 1].set(xlabel=f"seeds (x {exp.folds} folds)", ylabel=f"power to detect Δ = {exp.rope:g}", ylim=(0, 1.02))
+    if not planned:
+        ax[0, 1].text(0.5, 0.5, "no variance between cells:\nno power curve", ha="center",
+                      transform=ax[0, 1].transAxes)
+    for axis in ax[0]:
+        axis.legend(fontsize=7)
+    return fig
+
+
+def _curves(res: Results) -> dict:
+    from pianolab.evaluate.diagnostics import learning_curves
 
     curves = {}
     for v in res.variants:
-        runs = [f / "metrics.jsonl" for (vv, _, _), f in res.folders.items()
-                if vv == v and track.read_metrics(f)]
+        runs = [f / "metrics.jsonl" for (vv, _, _), f in res.folders.items() if vv == v and track.read_metrics(f)]
         if runs:
-            from pianolab.evaluate.diagnostics import learning_curves
-
             curves[v] = learning_curves(runs, keys=["train_loss", "val_pearson"]).table
-    if curves:
-        fig, ax = plots.figure(1, 2)
-        for v, t in curves.items():
-            for c, key in enumerate(["train_loss", "val_pearson"]):
-                part = t[t["metric"] == key]
-                if len(part):
-                    ax[0, c].plot(part["epoch"], part["mean"], label=v)
-                    ax[0, c].fill_between(part["epoch"], part["mean"] - part["std"],
-                                          part["mean"] + part["std"], alpha=0.2)
-                    ax[0, c].set_title(f"{key} (mean ± sd over runs)")
-        ax[0, 0].legend(fontsize=7)
-        paths["learning_curves"] = plots.save(fig, out, "learning_curves")
-    return paths
+    return curves
+
+
+def learning_curves_figure(curves: dict):
+    fig, ax = plots.figure(1, 2)
+    for j, (v, t) in enumerate(curves.items()):
+        for c, key in enumerate(["train_loss", "val_pearson"]):
+            part = t[t["metric"] == key]
+            if len(part):
+                ax[0, c].plot(part["epoch"], part["mean"], color=f"C{j}", label=v)
+                ax[0, c].fill_between(part["epoch"], part["mean"] - part["std"], part["mean"] + part["std"],
+                                      color=f"C{j}", alpha=0.2)
+                ax[0, c].set(title=f"{key} (mean ± sd over runs)", xlabel="epoch")
+    for axis in ax[0]:
+        axis.legend(fontsize=7)
+    return fig
 
 
 def _fmt(x: float) -> str:
@@ -198,40 +238,96 @@ def _budget(exp: Experiment) -> str:
     return ", ".join(parts)
 
 
-def render_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, root) -> str:
+KINDS = {stats.BETTER: "better", stats.WORSE: "worse", stats.BETTER_IN_ROPE: "negligible",
+         stats.WORSE_IN_ROPE: "negligible", stats.EQUIVALENT: "equivalent", stats.INCONCLUSIVE: "inconclusive",
+         stats.STOPPED: "stopped"}
+
+
+def glossary(exp: Experiment) -> list[tuple[str, str]]:
+    """What each verdict label (`stats.VERDICTS`) means, with this experiment's alpha and ROPE."""
+    a, r, m = f"{exp.alpha:g}", f"±{exp.rope:g}", exp.primary_metric
+    test = (f"the corrected repeated-CV t-test (Nadeau–Bengio), Holm-adjusted across the variants, finds a "
+            f"difference from the baseline at alpha {a}")
+    return [
+        ("ROPE", f"region of practical equivalence: a difference in {m} within {r} is too small to matter."),
+        (stats.BETTER, f"{test}, and the estimated gain is larger than the ROPE ({r})."),
+        (stats.WORSE, f"{test}, and the estimated loss is larger than the ROPE ({r})."),
+        (f"{stats.BETTER_IN_ROPE} / {stats.WORSE_IN_ROPE}",
+         f"{test}, but the estimate lies within the ROPE ({r}): real, but too small to matter."),
+        (stats.EQUIVALENT, f"no difference shown, and the equivalence test (two one-sided tests, Holm-adjusted) "
+                           f"puts the {_ci_text(exp)} inside the ROPE ({r}): any difference is too small to "
+                           "matter."),
+        (stats.INCONCLUSIVE, f"neither a difference nor equivalence within the ROPE ({r}) is shown: the data "
+                             "cannot tell; the power line says how many seeds might decide."),
+        (stats.STOPPED, "the futility rule stopped the variant before all its seeds ran, because its upper "
+                        "bound fell below −ROPE; its finished cells are reported, outside Holm's family, and "
+                        "no other claim is made."),
+    ]
+
+
+def _interval(vd) -> tuple[float, float, str]:
+    """The interval to show beside the verdict's p: Bonferroni-adjusted over the family when there is one."""
+    if vd.family > 1:
+        return vd.ci_adjusted_low, vd.ci_adjusted_high, f"Bonferroni-adjusted over {vd.family}"
+    return vd.ci_low, vd.ci_high, "unadjusted"
+
+
+def plain_verdicts(exp: Experiment, res: Results, a: dict) -> list[dict]:
+    """One line per variant: its label, the statistics layer's sentence in plain words, the numbers."""
+    lines = []
+    for v, row in a["variants"].items():
+        if v == BASELINE:
+            continue
+        vd = row["verdict"]
+        low, high, how = _interval(vd)
+        p = f"p (Holm) {vd.p_adjusted:.3g}" if vd.family > 1 else f"p {vd.p_adjusted:.3g}"
+        numbers = (f"Δ {res.metric} {_fmt(vd.mean)}, {_ci_text(exp)} ({how}) [{_fmt(low)}, {_fmt(high)}], {p}"
+                   + (f"; stopped after {row['stopped']} seeds" if "stopped" in row else ""))
+        lines.append({"variant": v, "label": vd.label, "kind": KINDS.get(vd.label, "other"),
+                      "sentence": vd.sentence or vd.reason, "numbers": numbers})
+    return lines
+
+
+def evidence_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, root) -> str:
+    """The report's evidence in Markdown: design, verdict table, secondary metrics, other tests, plots."""
     env = track.environment()
-    first = next(iter(res.folders.values()))
-    meta = track.read_meta(first)
-    lines = [f"# {exp.name}", "", f"**Hypothesis.** {exp.hypothesis}", "",
-             "## Design",
+    meta = track.read_meta(next(iter(res.folders.values())))
+    ci = _ci_text(exp)
+    lines = ["### Design", "",
              f"- split `{exp.split}`, K = {exp.folds} folds x R = {exp.seeds} seeds (repeat r = its own "
-             f"partition, shared by every variant; training seed = r); split file {meta['split']}",
+             f"partition, shared by every variant; training seed = r); split file `{meta['split']}`",
              f"- primary metric `{exp.primary_metric}` on the test folds; ROPE ±{exp.rope:g}; alpha {exp.alpha:g}",
              f"- budget: {_budget(exp)} for every variant",
-             f"- mean fold sizes: train {res.n_train:.0f}, test {res.n_test:.0f}; data version {meta['data_version']}",
-             f"- environment: git {str(meta.get('git_commit'))[:10]}{' (dirty)' if meta.get('git_dirty') else ''}, "
-             f"GPU {meta.get('gpu') or 'none (CPU)'}; report built with pianolab {env['packages'].get('pianolab')}",
-             "", "## Verdicts (corrected repeated-CV t-test, Holm across variants)", "",
-             "| variant | mean | Δ vs baseline | corrected 95% CI | p (Holm) | P(better) / P(ROPE) / P(worse) "
-             "| verdict |",
+             f"- mean fold sizes: train {res.n_train:.0f}, test {res.n_test:.0f}; data version "
+             f"`{meta['data_version']}`",
+             f"- environment: git `{str(meta.get('git_commit'))[:10]}`{' (dirty)' if meta.get('git_dirty') else ''}"
+             f", GPU {meta.get('gpu') or 'none (CPU)'}; report built with pianolab {env['packages'].get('pianolab')}",
+             *(["- **environment differs between cells** (results may depend on it): " + "; ".join(res.environment)]
+               if res.environment else ["- every cell recorded the same environment (GPU, threads, Python, packages)"]),
+             "", "### Verdicts in numbers (corrected repeated-CV t-test, Holm across variants)", "",
+             f"| variant | mean | Δ vs baseline | {ci} | p (Holm) | P(better) / P(ROPE) / P(worse) | verdict |",
              "|---|---|---|---|---|---|---|"]
     for v, row in a["variants"].items():
         if v == BASELINE:
             lines.append(f"| {v} | {row['mean']:.4f} | | | | | baseline |")
             continue
         vd = row["verdict"]
-        lines.append(f"| {v} | {row['mean']:.4f} | {_fmt(vd.mean)} | [{_fmt(vd.ci_low)}, {_fmt(vd.ci_high)}] | "
+        low, high, how = _interval(vd)
+        lines.append(f"| {v} | {row['mean']:.4f} | {_fmt(vd.mean)} | [{_fmt(low)}, {_fmt(high)}] ({how}) | "
                      f"{vd.p_adjusted:.3g} | {vd.p_better:.2f} / {vd.p_rope:.2f} / {vd.p_worse:.2f} | "
                      f"**{vd.label}** |")
-    lines += ["", "Reasons:"] + [f"- {v}: {row['verdict'].reason}" for v, row in a["variants"].items()
-                                 if v != BASELINE]
-    lines += ["", "## Secondary metrics (mean ± sd over cells)", ""] + _secondary_table(exp, root)
-    lines += ["", "## Other tests, each labelled for what it is", ""]
+    lines += ["", "Reasons:", ""] + [f"- {v}: {row['verdict'].reason}" for v, row in a["variants"].items()
+                                     if v != BASELINE]
+    if res.stopped:
+        lines += ["", f"Stopped early (not in Holm's family; their p and interval are unadjusted): "
+                  f"{', '.join(res.stopped)}."]
+    lines += ["", "### Secondary metrics (mean ± sd over cells)", ""] + _secondary_table(exp, root)
+    lines += ["", "### Other tests, each labelled for what it is", ""]
     for v, row in a["variants"].items():
-        if v == BASELINE:
+        if v == BASELINE or "stopped" in row:
             continue
         n, w, boot, perm = row["naive"], row["wilcoxon"], *row["items"]
-        lines += [f"### {v}",
+        lines += [f"#### {v}", "",
                   f"- naive paired t-test (anti-conservative under CV: ignores shared training data): "
                   f"p = {n.p:.3g}, CI [{_fmt(n.ci_low)}, {_fmt(n.ci_high)}]",
                   f"- Wilcoxon signed-rank over cells (cells treated as independent): p = {w.p:.3g}",
@@ -243,35 +339,31 @@ def render_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, ro
         if row["power"] is not None:
             pw, md = row["power"], row["mdd"]
             lines.append(f"- power: {pw.seeds if pw.seeds is not None else '>max'} seeds x {pw.folds} folds "
-                         f"needed to detect Δ = {pw.delta:g} with power {pw.power:g}; minimal detectable Δ of "
-                         f"this design {md.delta:.4f} [{md.ci_low:.4f}, {md.ci_high:.4f}]")
+                         f"needed to detect Δ = {pw.delta:g} with power {pw.power:g}"
+                         + (f" ({pw.why})" if pw.seeds is None and pw.why else "")
+                         + f"; minimal detectable Δ of this design {md.delta:.4f} [{md.ci_low:.4f}, {md.ci_high:.4f}]")
         if row["dims"] is not None:
             sig = [DIMENSIONS[c] for c in range(19) if row["dims"].adjusted.reject[c]]
             lines.append(f"- per-dimension corrected tests, Benjamini–Hochberg: {len(sig)} of 19 significant"
                          + (f" ({', '.join(sig)})" if sig else ""))
-    lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in plot_paths.items()]
+        lines.append("")
+    machine = f"{meta.get('host')} ({meta.get('gpu') or 'CPU only'})"
+    lines += ["### Plots", "",
+              f"Every plot: split `{exp.split}`, {exp.folds} folds x {exp.seeds} seeds, primary metric "
+              f"`{exp.primary_metric}`, cells trained on {machine}; command `pianolab ab run {exp.source}` "
+              f"(report alone: `pianolab ab report {exp.source}`).", ""]
+    lines += [f"![{k}]({p.name})\n" for k, p in plot_paths.items()]
     return "\n".join(lines) + "\n"
 
 
-def render_html(markdown: str, out: Path) -> str:
-    """A self-contained HTML page: the Markdown as preformatted text, tables and images inlined."""
-    body = []
-    for line in markdown.splitlines():
-        m = re.match(r"!\[(.*)\]\((.*)\)", line)
-        if m:
-            data = base64.b64encode((out / m.group(2)).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("|") and not line.startswith("|---"):
-            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-            body.append(f"<table><tr>{cells}</tr></table>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}td{border:1px solid #ccc;padding:2px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
-           + "\n".join(body) + "</body></html>\n"
+def render_report(exp: Experiment, res: Results, a: dict, evidence: str, out: Path) -> tuple[str, str]:
+    """The report as Markdown and as one self-contained HTML page (plots embedded)."""
+    context = {"title": f"{exp.name}: A/B report", "name": exp.name, "hypothesis": exp.hypothesis.strip(),
+               "verdicts": plain_verdicts(exp, res, a), "glossary": glossary(exp)}
+    markdown = html_report.render("ab_report.md", evidence=evidence.rstrip(), **context)
+    page = html_report.render("ab_report.html", evidence=html_report.markdown_html(evidence, out),
+                              hypothesis_html=html_report.markdown_html(exp.hypothesis), **context)
+    return markdown, page
 
 
 def write_report(exp: Experiment, root: Path | None = None, echo=print) -> dict[str, Path]:
@@ -280,9 +372,10 @@ def write_report(exp: Experiment, root: Path | None = None, echo=print) -> dict[
     out = (root or track.runs_root()) / exp.name / "report"
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = _plots(exp, res, a, out)
-    md = render_markdown(exp, res, a, plot_paths, root) + _evaluation(exp, root, echo)
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(render_html(md, out))
+    evidence = evidence_markdown(exp, res, a, plot_paths, root) + _evaluation(exp, root, echo)
+    markdown, page = render_report(exp, res, a, evidence, out)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(page)
     echo(terminal_table(a))
     return {"markdown": out / "report.md", "html": out / "report.html", **plot_paths}
 
@@ -295,7 +388,8 @@ def _evaluation(exp: Experiment, root: Path | None, echo) -> str:
 
     paths = evaluate_experiment(exp, root, exp.evaluation, echo=echo)
     return (f"\n## Evaluation\n\nSections {', '.join(exp.evaluation)} for every variant: "
-            f"../evaluation/{paths['markdown'].name} and ../evaluation/{paths['html'].name}\n")
+            f"[{paths['html'].name}](../evaluation/{paths['html'].name}) "
+            f"([{paths['markdown'].name}](../evaluation/{paths['markdown'].name}))\n")
 
 
 def terminal_table(a: dict) -> str:

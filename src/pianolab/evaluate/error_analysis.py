@@ -90,12 +90,20 @@ def error_analysis(
 
 
 def _plot(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> Path:
-    fig, axes = plots.figure(*plots.grid_shape(len(tables)), panel=(4.5, 3.5))
+    return plots.save(errors_figure(tables), out_dir, "errors_by_metadata")
+
+
+def errors_figure(tables: dict[str, pd.DataFrame]):
+    """MAE bars, one panel per column, levels in natural order (performers 0, 1, 2, ..., 10), two per row."""
+    fig, axes = plots.figure(*plots.grid_shape(len(tables)), panel=(4.5, 3.2))
     for ax, (col, t) in zip(axes.flat, tables.items(), strict=False):
-        t = t.sort_values("level")
-        ax.bar([str(v) for v in t["level"]], t["mae"])
-        ax.set(title=f"MAE by {col}", ylabel="MAE")
-        ax.tick_params(axis="x", labelrotation=60, labelsize=6)
+        t = t.set_index("level").loc[plots.natural_order(list(t["level"]))]
+        names = [str(v) for v in t.index]
+        ax.bar(range(len(names)), t["mae"])
+        ax.set(title=f"MAE by {col}", ylabel="MAE", xlim=(-0.6, len(names) - 0.4))
+        long = max(map(len, names)) > 4
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30 if long else 0,
+                      ha="right" if long else "center")
     for ax in list(axes.flat)[len(tables):]:
         ax.set_visible(False)
-    return plots.save(fig, out_dir, "errors_by_metadata")
+    return fig

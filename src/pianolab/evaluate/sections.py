@@ -96,7 +96,7 @@ def metrics_section(ctx: Context) -> SectionResult:
                          "`human` leaves out the deadpan Score/Score2 renditions, which are easy and lift "
                          "every figure. `pooled_z_pearson` is the seed document's figure (one r over all "
                          "items × dims of z-scored values), not comparable with the per-dimension mean r."])
-    fig, axes = plots.figure(1, 1, panel=(11, 3.5))
+    fig, axes = plots.figure(1, 1, panel=(plots.MAX_WIDTH_IN, 1.2 + 0.3 * len(DIMENSIONS)))
     width = 0.8 / len(ctx.variants)
     for j, v in enumerate(ctx.variants):
         per_seed = {"all": [], "human": []}
@@ -115,10 +115,13 @@ def metrics_section(ctx: Context) -> SectionResult:
         res.lines += ["", f"### {v} ({len(ctx.runs[v])} run(s))", ""] + md_table(["metric", "all", "human"], rows)
         dim_rows = [[d] + [nums[m]["per_dim"][i] for m in PRIMARY[:-1]] for i, d in enumerate(DIMENSIONS)]
         res.lines += ["", "Per dimension (all items):", ""] + md_table(["dimension", *PRIMARY[:-1]], dim_rows)
-        axes[0, 0].bar(np.arange(19) + j * width, nums["pearson"]["per_dim"], width, label=v)
-    axes[0, 0].set_xticks(np.arange(19), [d[:18] for d in DIMENSIONS], rotation=60, ha="right", fontsize=7)
-    axes[0, 0].set(ylabel="Pearson r", title="per-dimension Pearson r (test folds)")
-    axes[0, 0].legend(fontsize=7)
+        axes[0, 0].barh(np.arange(19) + j * width, nums["pearson"]["per_dim"], width, label=v)
+    axes[0, 0].set_yticks(np.arange(19) + (len(ctx.variants) - 1) * width / 2,
+                          [plots.short_name(d) for d in DIMENSIONS], fontsize=8)
+    axes[0, 0].invert_yaxis()
+    axes[0, 0].axvline(0, color="k", lw=0.8)
+    axes[0, 0].set(xlabel="Pearson r", title="per-dimension Pearson r (test folds, mean over seeds)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
     res.plots.append(plots.save(fig, ctx.out, "metrics_per_dimension"))
     for m in ("pearson", "r2", "within_excerpt_pearson"):
         res.lines += paired_lines(ctx, _cell_scores(ctx, m), m, METRICS.get(m).higher_is_better)

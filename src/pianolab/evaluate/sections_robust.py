@@ -99,12 +99,8 @@ def _summarise(ctx: Context, v: str, reports: list[pd.DataFrame], res: SectionRe
                                   .itertuples(index=False)) for c, t in pear.groupby("condition", sort=False)]
     res.lines += ["", "Largest Pearson drops per dimension:"] + [f"- {w}" for w in worst]
     grid = pear.pivot(index="condition", columns="dim", values="drop").reindex(columns=list(DIMENSIONS))
-    fig, axes = plots.figure(panel=(11, 1.2 + 0.45 * len(grid)))
-    lim = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
-    im = axes[0, 0].imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    axes[0, 0].set_yticks(range(len(grid)), grid.index)
-    axes[0, 0].set_xticks(range(19), [d[:18] for d in DIMENSIONS], rotation=60, ha="right", fontsize=7)
-    fig.colorbar(im, ax=axes[0, 0], label="Pearson drop (positive = worse)")
+    fig = plots.dimension_heatmap(grid.to_numpy().T, list(grid.index), DIMENSIONS,
+                                  "Pearson drop (positive = worse)", cmap="RdBu_r")
     path = plots.save(fig, ctx.path(slug(v)), name)
     res.plots.append(path)
     res.lines += ["", image(ctx, path)]

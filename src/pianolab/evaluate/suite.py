@@ -1,5 +1,6 @@
 """`pianolab evaluate`: run the chosen sections on a run folder or an experiment and write
-`evaluation.md`, a self-contained `evaluation.html`, `evaluation.json` (every number) and the PNGs."""
+`evaluation.md`, a self-contained `evaluation.html` (template `report_templates/evaluation.html`, plots
+inlined), `evaluation.json` (every number) and the PNGs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pianolab import track
+from pianolab import html_report, track
 from pianolab.errors import PianolabError
 from pianolab.evaluate.context import Context, CrossRuns, Run, experiment_runs
 
@@ -77,8 +78,6 @@ def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs
 
 def evaluate(ctx: Context, title: str, names: Sequence[str], echo: Callable[[str], None] = print) -> dict:
     """Run the sections and write the report files into ctx.out; returns their paths."""
-    from pianolab.ab.report import render_html
-
     sections = registry()
     ctx.out.mkdir(parents=True, exist_ok=True)
     n = sum(len(r) for r in ctx.runs.values())
@@ -96,7 +95,8 @@ def evaluate(ctx: Context, title: str, names: Sequence[str], echo: Callable[[str
     paths = {"markdown": ctx.out / "evaluation.md", "html": ctx.out / "evaluation.html",
              "json": ctx.out / "evaluation.json"}
     paths["markdown"].write_text(md)
-    paths["html"].write_text(render_html(md, ctx.out))
+    paths["html"].write_text(html_report.render("evaluation.html", title=f"Evaluation: {title}",
+                                                body=html_report.markdown_html(md, ctx.out)))
     paths["json"].write_text(json.dumps(numbers, indent=1, default=_jsonable))
     return paths
 
