@@ -91,7 +91,8 @@ class Server:
         fut = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         fut.add_done_callback(lambda _: self.slots.release())  # the slot stays taken until the work ends
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.s.timeout_s - (time.monotonic() - start))
+            left = max(self.s.timeout_s - (time.monotonic() - start), 0.0)
+            return await asyncio.wait_for(asyncio.shield(fut), left)
         except TimeoutError:
             raise ApiError(408, f"prediction took longer than the {self.s.timeout_s:g} s limit") from None
 
@@ -126,10 +127,12 @@ def _predict_one(model: ServedModel, path: Path, kind: str, score: Path | None =
     try:
         pred = model.predict(path, kind, score)
     except PianolabError as e:
-        raise ApiError(422, str(e)) from None
+        message = str(e)
     except Exception as e:  # noqa: BLE001 - a file that breaks a reader is still the file's fault here
-        raise ApiError(422, f"{path.name}: could not be processed ({e.__class__.__name__}: {e})") from None
-    return pred, 1000 * (time.perf_counter() - start)
+        message = f"{path.name}: could not be processed ({e.__class__.__name__}: {e})"
+    else:
+        return pred, 1000 * (time.perf_counter() - start)
+    raise ApiError(422, message.replace(f"{path.parent}/", ""))  # the server's temporary folder stays private
 
 
 def _ratings(values: np.ndarray) -> list[dict]:
