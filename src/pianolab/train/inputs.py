@@ -101,27 +101,28 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
     return Inputs(spec, vector, names, ok)
 
 
-def load_wav_inputs(cfg: FeatureConfig, wav_paths: list[Path]) -> Inputs:
-    """Spectrogram inputs from recorded audio (WAV) with the settings a MIDI input would get.
+def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path]) -> Inputs:
+    """Spectrogram inputs from recorded audio (WAV, FLAC, OGG, MP3: `pianolab.audio`) with the settings
+    a MIDI input would get.
 
     Only spectrogram-only configs qualify (vector features come from MIDI). The recording's own level
     is kept, as rendered audio keeps its fixed-gain level; a recording far louder or quieter than the
     renders shifts the dynamics dimensions.
     """
+    from pianolab.audio import load_audio
     from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
-    from pianolab.render.audio import decode_wav, downmix, resample, trim_trailing_silence
+    from pianolab.render.audio import trim_trailing_silence
 
     if cfg.vector or not cfg.spectrogram:
         raise PianolabError("this model needs MIDI input (its vector features come from MIDI)")
     spec = feature_spec(cfg, cfg.spectrogram)
-    waves, ok = [], np.ones(len(wav_paths), dtype=bool)
-    for i, path in enumerate(wav_paths):
+    waves, ok = [], np.ones(len(audio_paths), dtype=bool)
+    for i, path in enumerate(audio_paths):
         try:
-            audio, rate = decode_wav(Path(path).read_bytes())
-            wave = trim_trailing_silence(resample(downmix(audio), rate, spec.sample_rate), spec.sample_rate)
+            wave = trim_trailing_silence(load_audio(path, spec.sample_rate), spec.sample_rate)
             waves.append(LENGTH_POLICIES.get(spec.length_policy)(wave, spec.sample_rate, spec.seconds,
                                                                    spec.max_seconds))
-        except (OSError, PianolabError):
+        except PianolabError:
             ok[i] = False
             waves.append(np.zeros(int(spec.sample_rate * spec.seconds), dtype=np.float32))
     arrays = compute_spectrograms(waves, spec.kind, spec.sample_rate, spec.frame_rate)
