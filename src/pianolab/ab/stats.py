@@ -591,12 +591,14 @@ def verdicts(scores, n_train: float, n_test: float, rope: float, alpha: float = 
     difference p-values and to the equivalence p-values; the interval beside them is also given
     Bonferroni-adjusted (1 − alpha/m). ``names``: the variants' names for the sentences.
 
-    Returns {variant index: Verdict} for each variant other than the baseline.
+    Returns {variant index: Verdict} for each variant other than the baseline ({} when there is none).
     """
     scores = np.asarray(scores, dtype=float)
-    if scores.ndim != 3 or scores.shape[0] < 2:
-        raise ValueError(f"scores must have shape [variant >= 2, seed, fold], got {scores.shape}")
+    if scores.ndim != 3 or not 0 <= baseline < scores.shape[0]:
+        raise ValueError(f"scores must have shape [variant, seed, fold] with the baseline, got {scores.shape}")
     others = [v for v in range(scores.shape[0]) if v != baseline]
+    if not others:  # every variant was stopped early: nothing left to compare
+        return {}
     diffs = [scores[v] - scores[baseline] for v in others]
     tests = [corrected_t_test(x, n_train, n_test, alpha) for x in diffs]
     adjusted = holm(np.array([t.p for t in tests]), alpha).p_adjusted
