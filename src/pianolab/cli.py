@@ -21,6 +21,20 @@ app.add_typer(splits_app, name="splits")
 
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="PercePiano folder "
                                                "(default: $PIANOLAB_DATA or data/percepiano)")]
+def _version(value: bool) -> None:
+    if value:
+        from pianolab import __version__
+
+        typer.echo(f"pianolab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """pianolab: A/B experiments on piano-performance perception models."""
+
+
 SplitsDir = Annotated[Path | None, typer.Option("--dir", help="split folder (default: $PIANOLAB_SPLITS "
                                                 "or splits/)")]
 
@@ -53,6 +67,20 @@ def data_check(data_root: DataRoot = None) -> None:
     for piece, n in sorted(Counter(ds.column("piece")).items()):
         groups = len({it.group for it in ds.items if it.piece == piece})
         typer.echo(f"  {piece:<22} {n:>4} performances  {groups:>3} excerpt groups")
+    _check_midi_files(ds.root / "midi")
+
+
+def _check_midi_files(folder: Path) -> None:
+    """One `error:` line per corrupt or empty MIDI file of `folder`; exit code 2 when there is any."""
+    from pianolab.features.midicheck import midi_problem
+
+    files = sorted(folder.glob("*.mid"))
+    bad = [(p, problem) for p in files if (problem := midi_problem(p))]
+    for p, problem in bad:
+        typer.echo(f"error: {p}: {problem}", err=True)
+    typer.echo(f"MIDI files: {len(files) - len(bad)} of {len(files)} readable with notes")
+    if bad:
+        raise typer.Exit(2)
 
 
 @data_app.command("reliability")
@@ -159,6 +187,10 @@ def train(
     seed: Annotated[int | None, typer.Option(help="seed (overrides train.seed)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="dotted override key=value")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/single/...)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="final model: fit on every labelled item (no test "
+                                       "fold) and write a model card; needs --out")] = False,
+    exclude_group: Annotated[list[str] | None, typer.Option(help="with --all: leave this excerpt group out "
+                                                            "(repeatable)")] = None,
 ) -> None:
     """Train one run (one config, one fold, one seed) and write its run folder."""
     from pianolab import track
@@ -170,48 +202,33 @@ def train(
         cfg = replace(cfg, data={"fold": fold})
     if seed is not None:
         cfg = replace(cfg, train={"seed": seed})
+    from pianolab.train.validate import check_config
+
+    check_config(cfg, str(config))  # names, ranges, options, keys set without effect: before any work
+    if all_ or exclude_group:
+        from pianolab.train.card import card_sidecar
+        from pianolab.train.final import train_all
+
+        if not all_ or out is None or fold is not None:
+            raise PianolabError("train --all needs --out FOLDER and takes no --fold; --exclude-group needs --all")
+        train_all(cfg, out, card_sidecar(config), tuple(exclude_group or ()), progress=True)
+        typer.echo(f"{out}: final model on every labelled item, model card {out / 'model_card.md'}")
+        return
     folder = out or track.run_dir(cfg)
     summary = execute(cfg, folder, progress=True)
     track.mirror(folder, cfg.track.tracker, "single", {"fold": cfg.data.fold, "seed": cfg.train.seed})
     typer.echo(f"{folder}: " + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()))
 
 
-@app.command("predict")
-def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="MIDI files or folders")],
-    model: Annotated[Path | None, typer.Option(help="run folder or checkpoint (default: the shipped model)")] = None,
-    out: Annotated[Path, typer.Option(help="CSV: stem + the 19 dimensions (0..1)")] = Path("predictions.csv"),
-    device: str = "cpu",
-) -> None:
-    """Predict the 19 ratings of performances; a bad file gets a one-line error, the rest still run."""
-    from pianolab.predict import expand_inputs, predict_files
-
-    df, errors = predict_files(expand_inputs(inputs), model, device)
-    for e in errors:
-        typer.echo(f"error: {e}", err=True)
-    df.to_csv(out, index=False, float_format="%.5f")
-    typer.echo(f"{out}: {len(df)} performance(s) predicted, {len(errors)} failed")
-    if errors and df.empty:
-        raise typer.Exit(2)
-
-
-@app.command("ui")
-def ui(port: int = 5000) -> None:
-    """Start the MLflow UI on 127.0.0.1 over pianolab's tracking store."""
-    import subprocess
-
-    from pianolab.track import default_mlflow_uri
-
-    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {default_mlflow_uri()})")
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
-                    "--backend-store-uri", default_mlflow_uri()], check=False)
-
-
 def _mount_subcommands() -> None:
     from pianolab.commands import ab, features, serve, stats
     from pianolab.commands.evaluate import evaluate
+    from pianolab.commands.predict import predict
+    from pianolab.commands.ui import ui
 
     app.command("evaluate")(evaluate)
+    app.command("ui")(ui)
+    app.command("predict")(predict)
     app.add_typer(ab.app, name="ab")
     app.add_typer(stats.app, name="stats")
     app.add_typer(features.app, name="features")

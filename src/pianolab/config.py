@@ -263,6 +263,19 @@ def to_dict(cfg: RunConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def leaves(data: dict, keep: frozenset[str] = frozenset(), prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of nested mappings (`{model: {name: x}}` and `{model.name: x}`
+    both give `model.name`); a key in `keep` stays whole, as do lists; an empty mapping has no leaf."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if isinstance(value, dict) and where not in keep:
+            out.update(leaves(value, keep, f"{where}."))
+        else:
+            out[where] = value
+    return out
+
+
 def identity_dict(cfg: RunConfig) -> dict:
     d = to_dict(cfg)
     if cfg.optim.warmup_frac is None:  # the schedule's own warm-up, spelled out: same training, same hash

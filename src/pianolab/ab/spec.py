@@ -5,10 +5,10 @@ name: b1_sizes
 hypothesis: "Bigger ASTs overfit 750 items; ultra_tiny is as good as small."   # required
 baseline: {features: {spectrogram: log_mel}, model: {name: ast_ultra_tiny}}   # or baseline: path.yaml
 variants:
-  tiny: {model.name: ast_tiny}              # dotted keys against the baseline, one factor each
+  tiny: {model.name: ast_tiny}              # dotted keys or nested mappings, one factor each
   big_and_slow: {model.name: ast_small, optim.lr: 0.0003, multi_factor: true, reason: "..."}
-seeds: 5                                    # repeat r = seed r: its own K-fold partition
-split: {name: excerpt, folds: 4, seed: 0}
+seeds: 5                                    # >= 1; repeat r = seed r: its own K-fold partition
+split: {name: excerpt, folds: 4, seed: 0}   # folds >= 2, seed >= 0
 primary_metric: pearson                     # any registered metric
 rope: 0.01
 alpha: 0.05
@@ -28,6 +28,14 @@ tuning:                                     # optional: an Optuna search in ever
   storage: null                             # Optuna RDB URL; default SQLite runs/<name>/optuna.db
 ```
 
+Names (the experiment's and its variants') are folder names under the runs root: letters, digits,
+`_`, `.` and `-`, not starting with a dot nor containing `..`. A variant is resolved against the
+baseline whatever its spelling (`{model: {params: {depth: 4}}}` is `model.params.depth: 4`; only
+`tuning.space` is replaced whole) and must change exactly one leaf of the resolved config, or say
+`multi_factor: true` with a `reason`. Numbers are checked at load (seeds >= 1, folds >= 2, rope >= 0,
+0 < alpha < 1, budget > 0, 1 <= early_stop.min_seeds <= seeds), and every variant's config too
+(`pianolab.train.validate`: unknown names, refused options, keys set without effect).
+
 With `tuning`, each cell first runs `budget.trials` trials (the same number for every variant) on
 inner folds of its training items only, then trains on its whole training fold with the best params.
 The space is shared by every variant; a variant may replace it (`tuning.space: {...}`, e.g. when it
@@ -36,12 +44,14 @@ changes the model and so the parameters worth tuning) but not the rest of the se
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from pianolab.config import RunConfig, apply_overrides, config_from_dict
+from pianolab.config import Bound, RunConfig, apply_overrides, config_from_dict, leaves, to_dict
 from pianolab.errors import PianolabError
 
 BASELINE = "baseline"
@@ -52,6 +62,8 @@ _BUDGET_KEYS = {"epochs", "wall_time_s", "trials"}
 _TUNING_KEYS = {"space", "inner_folds", "metric", "sampler", "pruner", "pruner_params", "storage"}
 _CELL_KEYS = {"data.repeat", "data.fold", "data.repeats", "data.split_seed", "train.seed", "train.epochs",
               "train.max_seconds", "tuning"} | {f"tuning.{k}" for k in (_TUNING_KEYS - {"space"}) | {"trials"}}
+_WHOLE = frozenset({"tuning.space"})  # a variant replaces these whole; every other mapping is merged
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -135,20 +147,56 @@ def _check_keys(data: dict, allowed: set[str], where: str, source: str) -> None:
             raise PianolabError(f"{source}: unknown key {where}{key!r}; valid: {', '.join(sorted(allowed))}")
 
 
-def _variant(name: str, raw, source: str) -> Variant:
+def _name(name: Any, what: str, source: str) -> str:
+    """A name that is also a folder name under the runs root: never a path."""
+    name = str(name)
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise PianolabError(f"{source}: {what} {name!r}: a name may use only letters, digits, '_', '.' and "
+                            "'-' and may not start with '.' or contain '..' (it names a folder)")
+    return name
+
+
+def _variant(name: Any, raw, source: str) -> Variant:
+    name = _name(name, "variant", source)
     if not isinstance(raw, dict) or not raw:
         raise PianolabError(f"{source}: variant {name!r} must map dotted keys to values")
     raw = dict(raw)
     multi, reason = bool(raw.pop("multi_factor", False)), str(raw.pop("reason", ""))
     if name == BASELINE:
         raise PianolabError(f"{source}: a variant may not be called {BASELINE!r}")
-    if fixed := set(raw) & _CELL_KEYS:
-        raise PianolabError(f"{source}: variant {name!r} sets {sorted(fixed)[0]}, which the experiment "
-                            "sets for every cell (seeds, split seed, folds, budget, tuning but its space)")
-    if len(raw) > 1 and not (multi and reason):
-        raise PianolabError(f"{source}: variant {name!r} changes {len(raw)} factors ({', '.join(raw)}); "
-                            "set multi_factor: true and give a reason")
-    return Variant(name, raw, multi, reason)
+    overrides = leaves(raw, _WHOLE)
+    for key in overrides:
+        if fixed := [k for k in _CELL_KEYS if key == k or (key.startswith(k + ".") and key != "tuning.space")]:
+            raise PianolabError(f"{source}: variant {name!r} sets {max(fixed, key=len)}, which the experiment "
+                                "sets for every cell (seeds, split seed, folds, budget, tuning but its space)")
+    return Variant(name, overrides, multi, reason)
+
+
+def _number(section: dict, key: str, kind: type, bound: Bound, default, source: str, where: str = ""):
+    """`section[key]` (or `default`) as `kind` within `bound`; otherwise a one-line error."""
+    value = section.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        raise PianolabError(f"{source}: {where}{key}: must be {'an integer' if kind is int else 'a number'}, "
+                            f"got {value!r}")
+    value = kind(value)
+    if problem := bound.problem(value):
+        raise PianolabError(f"{source}: {where}{key}: {problem}")
+    return value
+
+
+def _baseline(value, path: Path, source: str) -> dict:
+    """The baseline mapping, read from a file (relative to the experiment) when it is a path."""
+    if isinstance(value, str):
+        file = path.parent / value
+        try:
+            value = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+            raise PianolabError(f"{source}: baseline: cannot read {file} ({e.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise PianolabError(f"{source}: baseline: must be a run config mapping (or the path of one)")
+    return value
 
 
 def load_experiment(path: Path | str) -> Experiment:
@@ -156,16 +204,14 @@ def load_experiment(path: Path | str) -> Experiment:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise PianolabError(f"{path}: cannot read experiment ({e.__class__.__name__})") from None
     source = str(path)
     _check_keys(data, _TOP_KEYS, "", source)
     for key in ("name", "hypothesis", "baseline"):
         if not data.get(key):
             raise PianolabError(f"{source}: missing required key {key!r}")
-    baseline = data["baseline"]
-    if isinstance(baseline, str):
-        baseline = yaml.safe_load((path.parent / baseline).read_text())
+    baseline = _baseline(data["baseline"], path, source)
     split = data.get("split", {}) or {}
     _check_keys(split, _SPLIT_KEYS, "split.", source)
     budget = data.get("budget", {}) or {}
@@ -173,23 +219,62 @@ def load_experiment(path: Path | str) -> Experiment:
     tuning = _tuning(data, baseline, budget, source)
     early = data.get("early_stop") or {}
     _check_keys(early, {"min_seeds"}, "early_stop.", source)
+    variants = data.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise PianolabError(f"{source}: variants: must map names to overrides")
+    seeds = _number(data, "seeds", int, Bound(1), 5, source)
+    _check_names(data, split, source)
+    _number(data, "rope", float, Bound(0), None, source)
     exp = Experiment(
-        name=str(data["name"]), hypothesis=str(data["hypothesis"]), baseline=baseline,
-        variants=tuple(_variant(n, v, source) for n, v in (data.get("variants") or {}).items()),
-        seeds=int(data.get("seeds", 5)), split=split.get("name", "excerpt"), folds=int(split.get("folds", 4)),
-        split_seed=int(split.get("seed", 0)), primary_metric=str(data.get("primary_metric", "pearson")),
-        rope=_rope(data, source), alpha=float(data.get("alpha", 0.05)),
-        epochs=budget.get("epochs"), wall_time_s=budget.get("wall_time_s"),
-        early_stop_min_seeds=early.get("min_seeds"), evaluation=tuple(data.get("evaluation") or ()),
-        tuning=tuning, trials=budget.get("trials"), source=source)
-    for v in exp.variant_names:
-        cfg = exp.config(v)  # validates keys and types of every variant
+        name=_name(data["name"], "experiment name", source), hypothesis=str(data["hypothesis"]),
+        baseline=baseline, variants=tuple(_variant(n, v, source) for n, v in variants.items()),
+        seeds=seeds, split=str(split.get("name", "excerpt")),
+        folds=_number(split, "folds", int, Bound(2), 4, source, "split."),
+        split_seed=_number(split, "seed", int, Bound(0), 0, source, "split."),
+        primary_metric=str(data.get("primary_metric", "pearson")), rope=_rope(data, source),
+        alpha=_number(data, "alpha", float, Bound(0, 1, lo_open=True, hi_open=True), 0.05, source),
+        epochs=_number(budget, "epochs", int, Bound(1), None, source, "budget."),
+        wall_time_s=_number(budget, "wall_time_s", float, Bound(0, lo_open=True), None, source, "budget."),
+        early_stop_min_seeds=_number(early, "min_seeds", int, Bound(1, seeds), None, source, "early_stop."),
+        evaluation=tuple(data.get("evaluation") or ()), tuning=tuning, trials=budget.get("trials"),
+        source=source)
+    configs = {v: exp.config(v) for v in exp.variant_names}  # validates keys, types and ranges
+    for v, cfg in configs.items():
         if tuning is not None:
             _check_tuned_variant(exp, v, cfg)
         elif cfg.tuning.space:
             raise PianolabError(f"{source}: variant {v!r} sets tuning.space but the experiment has no 'tuning'")
-    _check_metric(exp)
+        if v != BASELINE:
+            _check_factors(exp, exp._variant(v), configs[BASELINE], cfg)
+    _check_configs(exp, configs)
     return exp
+
+
+def _check_factors(exp: Experiment, variant: Variant, base: RunConfig, cfg: RunConfig) -> None:
+    """One factor per variant: the leaves of its resolved config that differ from the baseline's."""
+    a, b = leaves(to_dict(base), _WHOLE), leaves(to_dict(cfg), _WHOLE)
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if not changed:
+        raise PianolabError(f"{exp.source}: variant {variant.name!r} changes nothing against the baseline")
+    if len(changed) > 1 and not (variant.multi_factor and variant.reason):
+        raise PianolabError(f"{exp.source}: variant {variant.name!r} changes {len(changed)} factors "
+                            f"({', '.join(changed)}); set multi_factor: true and give a reason")
+
+
+def _check_configs(exp: Experiment, configs: dict[str, RunConfig]) -> None:
+    """Names, options and no-ops of every variant (pianolab.train.validate): a key a variant sets must
+    act in that variant; a key the baseline sets must act in at least one config that inherits it."""
+    from pianolab.train.validate import check_config, no_effect, set_keys
+
+    for v, cfg in configs.items():
+        check_config(cfg, f"{exp.source} (variant {v})", exp._variant(v).overrides if v != BASELINE else ())
+    base = leaves(to_dict(configs[BASELINE]))
+    for key in sorted(set(set_keys(configs[BASELINE])) & set(leaves(exp.baseline))):
+        inheriting = [c for c in configs.values() if leaves(to_dict(c)).get(key) == base.get(key)]
+        reasons = [no_effect(c, key) for c in inheriting]
+        if all(reasons):
+            raise PianolabError(f"{exp.source}: {key}: has no effect in the baseline nor in any variant that "
+                                f"keeps it: {reasons[0]}")
 
 
 def _rope(data: dict, source: str) -> float:
@@ -234,7 +319,14 @@ def _check_tuned_variant(exp: Experiment, variant: str, cfg: RunConfig) -> None:
                 raise PianolabError(f"{exp.source}: tuning.space.{key} is tuned but {who} {other}")
 
 
-def _check_metric(exp: Experiment) -> None:
+def _check_names(data: dict, split: dict, source: str) -> None:
+    """The primary metric and the split are registered names (the error lists every valid one)."""
+    from pianolab.data.splits import STRATEGIES
     from pianolab.evaluate.metrics import METRICS
 
-    METRICS.get(exp.primary_metric)
+    for key, registry, name in (("primary_metric", METRICS, data.get("primary_metric", "pearson")),
+                                ("split.name", STRATEGIES, split.get("name", "excerpt"))):
+        try:
+            registry.get(str(name))
+        except PianolabError as e:
+            raise PianolabError(f"{source}: {key}: {e}") from None

@@ -1,0 +1,232 @@
+"""Load-time checks of a resolved run config: registered names, model and schedule options, no-ops.
+
+`check_config(cfg, source, keys)` raises a one-line PianolabError `<source>: <key>: <problem>` for
+- a name no registry knows (the message lists every valid name: neural models and scikit-learn
+  estimators alike);
+- options the named model, estimator, schedule or objective refuses (scikit-learn's own parameter
+  ranges, e.g. ridge `alpha: -1`);
+- a key set to a non-default value that has no effect for the chosen model and features (`NO_OPS`:
+  key -> predicate on the resolved config -> reason), so that an option never silently does nothing.
+`keys` are the dotted keys the user set (default: every non-default leaf); `no_effect(cfg, key)` gives
+the reason for one key, for callers that combine several configs (an experiment's variants).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pianolab.config import RunConfig, config_from_dict, leaves, to_dict
+from pianolab.errors import PianolabError
+
+
+def _model_inputs(name: str) -> tuple[str, ...]:
+    """The batch keys the model `name` reads: ('vector',) for a scikit-learn estimator."""
+    from pianolab.models import MODELS
+    from pianolab.models.classic import ESTIMATORS
+
+    if name in ESTIMATORS:
+        return ("vector",)
+    return typing.get_type_hints(MODELS.get(name))["return"].inputs
+
+
+def _estimator(cfg: RunConfig) -> bool:
+    from pianolab.models.classic import ESTIMATORS
+
+    return cfg.model.name in ESTIMATORS
+
+
+def _kind(name: str):
+    from pianolab.features.kinds import get_kind
+
+    return get_kind(name)
+
+
+def _reads_spec(cfg: RunConfig) -> bool:
+    return "spec" in _model_inputs(cfg.model.name)
+
+
+def _uses_spec(cfg: RunConfig) -> bool:
+    return _reads_spec(cfg) and cfg.features.spectrogram is not None
+
+
+def _uses_vector(cfg: RunConfig) -> bool:
+    return "vector" in _model_inputs(cfg.model.name) and bool(cfg.features.vector)
+
+
+def _uses_audio(cfg: RunConfig) -> bool:
+    return _uses_spec(cfg) or (_uses_vector(cfg) and any(_kind(v).input == "audio" for v in cfg.features.vector))
+
+
+def _preset(cfg: RunConfig):
+    from pianolab.presets import PRESETS
+
+    return PRESETS.get(cfg.augment.preset)
+
+
+def _midi_parts(cfg: RunConfig) -> bool:
+    p = _preset(cfg)
+    return tuple(p.time_stretch_range) != (1.0, 1.0) or tuple(p.pitch_shift_range) != (0, 0) \
+        or p.velocity_jitter != 0
+
+
+@dataclass(frozen=True)
+class NoOp:
+    """`key` (or any key below it) has no effect when `when(cfg)`; `why` says so ({model}: the model)."""
+
+    key: str
+    when: Callable[[RunConfig], bool]
+    why: str
+
+
+_GRADIENT_ONLY = "model {model!r} is a scikit-learn estimator (no gradient training)"
+NO_OPS: tuple[NoOp, ...] = (
+    *(NoOp(key, _estimator, _GRADIENT_ONLY) for key in (
+        "optim", "objective.name", "objective.params", "regularize", "train.epochs", "train.batch_size",
+        "train.amp", "train.compile", "train.checkpoint_every", "train.eval_every", "train.max_seconds")),
+    NoOp("augment.preset", lambda c: not _reads_spec(c),
+         "a preset's SpecAugment acts on spectrograms and model {model!r} reads none"),
+    NoOp("augment.preset", lambda c: c.features.augment_factor == 1 and _midi_parts(c),
+         "its time_stretch_range/pitch_shift_range/velocity_jitter act only on MIDI-augmented copies, "
+         "and features.augment_factor is 1 (set it > 1)"),
+    NoOp("regularize.cutmix_prob", lambda c: not _uses_spec(c),
+         "cutmix pastes spectrogram patches and model {model!r} gets no spectrogram"),
+    NoOp("regularize.mixup_alpha", lambda c: c.regularize.mixup_prob == 0 and _preset(c).mixup_prob == 0,
+         "it shapes mixup, which is off (regularize.mixup_prob is 0 and the preset has no mixup)"),
+    NoOp("regularize.early_stopping", lambda c: c.regularize.val_fraction == 0,
+         "it watches the validation carve-out, and regularize.val_fraction is 0"),
+    NoOp("features.spectrogram", lambda c: not _reads_spec(c), "model {model!r} reads no spectrogram"),
+    NoOp("features.vector", lambda c: "vector" not in _model_inputs(c.model.name),
+         "model {model!r} reads no feature vector"),
+    NoOp("features.top_k", lambda c: not _uses_vector(c), "model {model!r} gets no feature vector"),
+    NoOp("features.seconds", lambda c: not _uses_spec(c), "only spectrograms are cut to a length, and "
+         "model {model!r} gets none"),
+    NoOp("features.length_policy", lambda c: not _uses_spec(c), "only spectrograms are cut to a length, "
+         "and model {model!r} gets none"),
+    NoOp("features.renderer", lambda c: not _uses_audio(c), "no feature of model {model!r} is computed "
+         "from rendered audio"),
+    NoOp("tuning", lambda c: c.tuning.trials == 0, "tuning runs only with tuning.trials > 0"),
+)
+
+
+def no_effect(cfg: RunConfig, key: str) -> str | None:
+    """Why setting `key` has no effect in `cfg`, or None when it has one."""
+    for rule in NO_OPS:
+        if (key == rule.key or key.startswith(rule.key + ".")) and rule.when(cfg):
+            return rule.why.format(model=cfg.model.name)
+    return None
+
+
+def set_keys(cfg: RunConfig) -> list[str]:
+    """The dotted leaves of `cfg` whose value differs from the default config's."""
+    default = leaves(to_dict(RunConfig()))
+    return [k for k, v in leaves(to_dict(cfg)).items() if default.get(k, object()) != v]
+
+
+def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
+    """Key -> (valid names, the names the config uses there)."""
+    from pianolab.data.splits import STRATEGIES
+    from pianolab.features.kinds import FEATURE_KINDS, register_all
+    from pianolab.features.spectrogram import LENGTH_POLICIES
+    from pianolab.models import MODELS
+    from pianolab.models.classic import ESTIMATORS
+    from pianolab.presets import PRESETS
+    from pianolab.render.renderers import RENDERERS
+    from pianolab.track import SINKS
+    from pianolab.train.objective import OBJECTIVES
+    from pianolab.train.optim import SCHEDULES
+
+    register_all()
+    kinds = [FEATURE_KINDS.get(n) for n in FEATURE_KINDS]
+    f = cfg.features
+    optional = lambda v: [] if v is None else [v]  # noqa: E731
+    return {
+        "model.name": (sorted([*MODELS.names(), *ESTIMATORS.names()]), [cfg.model.name]),
+        "features.spectrogram": ([k.name for k in kinds if k.spectrogram], optional(f.spectrogram)),
+        "features.vector": ([k.name for k in kinds if not k.spectrogram], f.vector),
+        "features.stack": (ESTIMATORS.names(), optional(f.stack)),
+        "features.renderer": (RENDERERS.names(), [f.renderer]),
+        "features.length_policy": (LENGTH_POLICIES.names(), [f.length_policy]),
+        "data.split": (STRATEGIES.names(), [cfg.data.split]),
+        "objective.name": (OBJECTIVES.names(), [cfg.objective.name]),
+        "optim.schedule": (SCHEDULES.names(), [cfg.optim.schedule]),
+        "augment.preset": (PRESETS.names(), [cfg.augment.preset]),
+        "track.tracker": (SINKS.names(), [cfg.track.tracker]),
+    }
+
+
+def _check_names(cfg: RunConfig, source: str) -> None:
+    for key, (valid, used) in _names(cfg).items():
+        for name in used:
+            if name not in valid:
+                raise PianolabError(f"{source}: {key}: unknown name {name!r}; valid: {', '.join(valid)}")
+
+
+def _validate_estimator(est) -> None:
+    """scikit-learn's own parameter checks (types and ranges), on `est` and the estimators inside it."""
+    from sklearn.base import BaseEstimator
+
+    if hasattr(est, "_parameter_constraints"):
+        est._validate_params()
+    for value in est.get_params(deep=False).values():
+        for inner in value if isinstance(value, list) else [value]:
+            if isinstance(inner, BaseEstimator):
+                _validate_estimator(inner)
+
+
+def _model_options(cfg: RunConfig) -> None:
+    if _estimator(cfg):
+        from pianolab.models.classic import create_estimator
+
+        try:
+            _validate_estimator(create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params).estimator)
+        except ValueError as e:  # sklearn's InvalidParameterError
+            raise PianolabError(str(e).splitlines()[0]) from None
+        return
+    from pianolab.models import MODELS
+
+    config = typing.get_type_hints(typing.get_type_hints(MODELS.get(cfg.model.name))["return"].__init__)["cfg"]
+    valid = sorted(inspect.signature(config).parameters)
+    unknown = sorted(set(cfg.model.params) - set(valid))
+    if unknown:
+        raise PianolabError(f"model {cfg.model.name!r} does not accept {', '.join(unknown)}; "
+                            f"valid: {', '.join(valid)}")
+
+
+def _schedule_options(cfg: RunConfig) -> None:
+    import torch
+
+    from pianolab.train.optim import make_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    make_schedule(cfg.optim.schedule, opt, 100, **cfg.optim.schedule_params)
+
+
+def _objective_options(cfg: RunConfig) -> None:
+    from pianolab.train.objective import make_objective
+
+    make_objective(cfg.objective.name, **cfg.objective.params)
+
+
+_OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
+            "objective.params": _objective_options}
+
+
+def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
+    """Refuse unknown names, refused options and set keys without effect (see the module docstring)."""
+    config_from_dict(to_dict(cfg), source)  # the ranges again: `replace` (e.g. --seed) does not check them
+    _check_names(cfg, source)
+    for key, check in _OPTIONS.items():
+        try:
+            check(cfg)
+        except (PianolabError, TypeError) as e:
+            raise PianolabError(f"{source}: {key}: {e}") from None
+    default = leaves(to_dict(RunConfig()))
+    current = leaves(to_dict(cfg))
+    for key in set_keys(cfg) if keys is None else keys:
+        if current.get(key, object()) == default.get(key, object()):
+            continue
+        if why := no_effect(cfg, key):
+            raise PianolabError(f"{source}: {key}: has no effect: {why}")
