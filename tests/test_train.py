@@ -77,7 +77,7 @@ def test_classic_estimator_run(tmp_path):
     cfg = config_from_dict({**MLP, "model": {"name": "random_forest", "params": {"n_estimators": 50}},
                             "features": {"vector": ["symbolic"], "top_k": 20}})
     summary = execute(cfg, tmp_path / "rf")
-    assert summary["pearson"] > 0.5 and (tmp_path / "rf" / "model.joblib").is_file()
+    assert summary["pearson"] > 0.5 and (tmp_path / "rf" / "model.skops").is_file()
 
 
 def test_trainer_learns_synthetic_spectrogram_task():

@@ -4,7 +4,6 @@ trial budget per cell, inner folds inside the training fold, resume after a kill
 import json
 import sqlite3
 
-import joblib
 import pytest
 import yaml
 
@@ -14,6 +13,7 @@ from pianolab.ab.runner import cell_dir, run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.config import config_from_dict, config_hash, replace
 from pianolab.errors import PianolabError
+from pianolab.models.persist import load_model
 from pianolab.train import run
 from pianolab.train.run import execute
 
@@ -139,7 +139,7 @@ def test_equal_budget_nested_resumed_and_recorded(tmp_path, monkeypatch, dataset
         assert rec["best_value"] == max(t["value"] for t in rec["trials"] if t["state"] == "complete")
         trained = yaml.safe_load((folder / "config.yaml").read_text())["model"]["params"]
         assert trained[key.split(".")[-1]] == best
-        assert joblib.load(folder / "model.joblib")["estimator"].estimator.get_params()[key.split(".")[-1]] == best
+        assert load_model(folder / "model.skops")["estimator"].estimator.get_params()[key.split(".")[-1]] == best
     assert sum(json.loads((cell_dir(exp, c, root) / "tuning.json").read_text())["n_pruned"] for c in cells) > 0
     from pianolab.ab.report import write_report
 

@@ -32,9 +32,9 @@ def _norm(run: Run) -> dict:
         import torch
 
         return torch.load(run.folder / "checkpoint.pt", map_location="cpu", weights_only=True)["norm"]
-    import joblib
+    from pianolab.models.persist import MODEL_FILE, load_model
 
-    return joblib.load(run.folder / "model.joblib")["norm"]  # our own run folder: trusted pickle
+    return load_model(run.folder / MODEL_FILE)["norm"]  # skops: trusted types only, no code runs
 
 
 def vector_inputs(run: Run, dataset: Dataset, idx: np.ndarray, spectrogram: bool = True):
@@ -92,9 +92,9 @@ def vector_probe(run: Run, dataset: Dataset) -> VectorProbe:
                     outs.append(model({**fixed, "vector": vec}).float().cpu().numpy())
             return np.concatenate(outs) * y_std + y_mean
     else:
-        import joblib
+        from pianolab.models.persist import MODEL_FILE, load_model
 
-        est = joblib.load(run.folder / "model.joblib")["estimator"]
+        est = load_model(run.folder / MODEL_FILE)["estimator"]
         predict = lambda Xs: est.predict(Xs) * y_std + y_mean  # noqa: E731
     return VectorProbe(X, y[keep], dataset.column("group")[idx[keep]], list(norm["vector_names"]), predict)
 

@@ -80,8 +80,14 @@ def performance_array(notes: MidiNotes) -> np.ndarray:
     return arr
 
 
-@lru_cache(maxsize=512)
 def _score(path: str) -> MidiNotes:
+    """The score's notes, read once per version of the file (a changed score is read again)."""
+    stat = Path(path).stat()
+    return _read_score(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=512)
+def _read_score(path: str, mtime_ns: int, size: int) -> MidiNotes:
     return read_notes(path)
 
 
@@ -215,7 +221,7 @@ def transposed_score(score_path: Path | str, shift: int = 0) -> MidiNotes:
     """The score MIDI's notes, transposed by `shift` semitones (an augmented copy's pitch shift),
     clamped to the piano range like the performance's."""
     if not Path(score_path).is_file():
-        raise fail(score_path, "score MIDI not found for this performance")
+        raise fail(score_path, "score MIDI not found")
     score = _score(str(score_path))
     if shift:
         from pianolab.render.augment import clamp_shift

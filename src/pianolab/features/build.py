@@ -20,6 +20,7 @@ import numpy as np
 
 from pianolab.errors import PianolabError
 from pianolab.features.kinds import get_kind
+from pianolab.features.scores import input_key
 from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
 from pianolab.features.store import FeatureSpec, FeatureTable, Store, file_sha256
 
@@ -139,7 +140,7 @@ def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, devi
                 skip(i, si, f"{p}: unreadable ({e.__class__.__name__})")
             continue
         for si, s in enumerate(specs):
-            hit = store.get(s, shas[i])
+            hit = store.get(s, input_key(shas[i], p, get_kind(s.kind).uses_score))
             if hit is not None:
                 tables[si].arrays[i], tables[si].hits = hit, tables[si].hits + 1
             else:
@@ -159,7 +160,8 @@ def build(midi_paths: list[Path], specs: list[FeatureSpec], cache_dir=None, devi
 
     def save(i: int, si: int, arr: np.ndarray, rec: dict) -> None:
         arr = np.asarray(arr, dtype=np.float32)
-        store.put(specs[si], shas[i], arr, {"input": paths[i].name, "versions": versions(), **rec})
+        key = input_key(shas[i], paths[i], get_kind(specs[si].kind).uses_score)  # + the score's hash, if read
+        store.put(specs[si], key, arr, {"input": paths[i].name, "versions": versions(), **rec})
         tables[si].arrays[i], tables[si].computed = arr, tables[si].computed + 1
 
     def collect(i: int, res: dict) -> None:

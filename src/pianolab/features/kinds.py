@@ -26,6 +26,7 @@ class FeatureKind:
     """`input`: 'midi' (compute(midi_bytes, path, spec) -> (n,) array) or 'audio' (compute(wave, spec,
     device): device a torch device for its array work, or None for numpy);
     `spectrogram`: output is (C, bins, frames), computed in batches by spectrogram.compute_spectrograms;
+    `uses_score`: it reads the performance's score (its cache key includes the score's hash);
     `warm_up(spec)`: compile what the kind JIT-compiles (librosa's or parangonar's numba kernels) in this
     process, so that parallel workers load it from numba's cache instead of compiling it at the same
     time: concurrent writers of that cache leave files that crash their readers (numba issue 10128)."""
@@ -38,6 +39,7 @@ class FeatureKind:
     compute: Callable | None = None
     spectrogram: bool = False
     warm_up: Callable | None = None
+    uses_score: bool = False
 
 
 FEATURE_KINDS: Registry[FeatureKind] = Registry("feature kind")
@@ -58,10 +60,10 @@ def _symbolic(data: bytes, path: Path, spec) -> np.ndarray:
 
 
 def _score_path(path: Path) -> Path:
-    from pianolab.data.music import score_midi_path
-    from pianolab.data.percepiano import parse_stem
+    """The score MIDI of a performance (given by the user or PercePiano's own; see features.scores)."""
+    from pianolab.features.scores import score_for, score_midi
 
-    return score_midi_path(Path(path).resolve().parent.parent, parse_stem(Path(path).stem).group)
+    return score_midi(score_for(path))
 
 
 def _score_shift(path: Path, spec) -> int:
@@ -123,9 +125,9 @@ def register_all() -> None:
     # version 2: the aligner's random draws are seeded (version 1 could differ from call to call)
     FEATURE_KINDS.add("symbolic_aligned", FeatureKind("symbolic_aligned", "midi", MIDI_FIELDS, 2,
                                                       SYMBOLIC_NAMES + ALIGNED_NAMES, _symbolic_aligned,
-                                                      warm_up=lambda spec: warm_up_alignment()))
+                                                      warm_up=lambda spec: warm_up_alignment(), uses_score=True))
     FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
-                                                       SYMBOLIC_NAMES, _symbolic_relative))
+                                                       SYMBOLIC_NAMES, _symbolic_relative, uses_score=True))
     for name in CLASSIC_SETS:
         kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name),
                            warm_up=_warm_classic(name))

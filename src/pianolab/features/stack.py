@@ -5,9 +5,10 @@ A model fed the 19 predictions of a strong tree ensemble only has to learn what 
 carve-out) the columns are out-of-fold: each of K estimators is fitted without one group of excerpts
 (GroupKFold) and predicts that group, so they are as noisy as the columns of unseen items; test and
 new items get the predictions of one estimator fitted on the whole training fold, saved beside the
-run's model (`STACK_FILE`), on the same rows as that estimator trained on its own. Neural
-models take these columns as their prior (`prior_columns`): they output the trees' prediction plus a
-learned correction whose output layer starts at zero, so training starts from the trees.
+run's model (`STACK_FILE`, a skops file: see models.persist), on the same rows as that estimator
+trained on its own. Neural models take these columns as their prior (`prior_columns`): they output
+the trees' prediction plus a learned correction whose output layer starts at zero, so training starts
+from the trees.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from pianolab.data.percepiano import DIMENSIONS
-from pianolab.errors import PianolabError
+from pianolab.errors import PianolabError, fail
 
-STACK_FILE = "stack.joblib"
+STACK_FILE = "stack.skops"
 STACK_NAMES = [f"stack:{d}" for d in DIMENSIONS]
 
 
@@ -50,16 +51,19 @@ def with_stack(x: np.ndarray, estimator) -> np.ndarray:
 def save_stack(norm: dict, folder: Path | None) -> None:
     """Write the fitted stack estimator of `norm`, if any, into the run folder."""
     if folder is not None and "stack" in norm:
-        import joblib
+        from pianolab.models.persist import save_model
 
-        joblib.dump(norm["stack"], folder / STACK_FILE, compress=3)
+        save_model(norm["stack"], folder / STACK_FILE)
 
 
 def with_saved_stack(x: np.ndarray, folder: Path) -> np.ndarray:
     """`x` with the predictions of the run folder's saved stack estimator appended, if it has one."""
+    from pianolab.models.persist import load_model
+
     path = Path(folder) / STACK_FILE
     if not path.is_file():
+        if (Path(folder) / "stack.joblib").is_file():
+            raise fail(Path(folder) / "stack.joblib", "pickled stack model of an older pianolab: never loaded "
+                                                      "(it could run code); retrain the run")
         return x
-    import joblib
-
-    return with_stack(x, joblib.load(path))  # our own run folder: a trusted pickle
+    return with_stack(x, load_model(path))

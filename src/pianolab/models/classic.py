@@ -21,6 +21,7 @@ from sklearn.multioutput import MultiOutputRegressor
 from pianolab.advanced.ensembles import MeanEnsemble
 from pianolab.errors import PianolabError
 from pianolab.features.select import select_top_k
+from pianolab.models.boosters import BOOSTERS
 from pianolab.registry import Registry
 
 ESTIMATORS: Registry[Callable[[int], BaseEstimator]] = Registry("classic estimator")
@@ -32,16 +33,28 @@ ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradie
     n_jobs=None))  # HistGB threads itself (OpenMP); joblib processes here outlive ab --jobs workers
 ESTIMATORS.add("extra_trees", lambda seed: ExtraTreesRegressor(
     n_estimators=500, min_samples_leaf=2, max_features=0.5, n_jobs=-1, random_state=seed))
-ESTIMATORS.add("ensemble_rf_gb", lambda seed: MeanEnsemble(
-    [ESTIMATORS.get("random_forest")(seed), ESTIMATORS.get("gradient_boosting")(seed)]))
-ESTIMATORS.add("ensemble_gb_et", lambda seed: MeanEnsemble(
-    [ESTIMATORS.get("gradient_boosting")(seed), ESTIMATORS.get("extra_trees")(seed)]))
+MEMBERS = {"ensemble_rf_gb": ("random_forest", "gradient_boosting"),
+           "ensemble_gb_et": ("gradient_boosting", "extra_trees")}  # mean ensembles of registered estimators
+for _name, _members in MEMBERS.items():
+    ESTIMATORS.add(_name, lambda seed, members=_members: MeanEnsemble([ESTIMATORS.get(m)(seed) for m in members]))
+for _name, _make in BOOSTERS.items():  # LightGBM, XGBoost, CatBoost (the `boost` extra)
+    ESTIMATORS.add(_name, _make)
 
 
 def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:
     """Set `params` on `est`; for a MultiOutputRegressor on the wrapped estimator, except `n_jobs`
-    (parallel fits over the output dimensions)."""
+    (parallel fits over the output dimensions); for a mean ensemble on its members, as
+    `<member>__<param>` (e.g. `extra_trees__n_estimators`)."""
     params = dict(params)
+    if name in MEMBERS:
+        members = MEMBERS[name]
+        for key, value in params.items():
+            member, _, param = key.partition("__")
+            if member not in members or not param:
+                raise PianolabError(f"estimator {name!r} takes parameters of its members as <member>__<param>, "
+                                    f"members: {', '.join(members)}; got {key!r}")
+            _with_params(est.members[members.index(member)], member, {param: value})
+        return est
     if isinstance(est, MultiOutputRegressor):
         if "n_jobs" in params:
             est.set_params(n_jobs=params.pop("n_jobs"))

@@ -66,8 +66,6 @@ def feature_versions(cfg: RunConfig) -> dict[str, int]:
     return {k: get_kind(k).version for k in kinds}
 
 
-
-
 def carve_val(dataset: Dataset, train: np.ndarray, fraction: float,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(train, val): `fraction` of the excerpt groups of `train` (at least one) become validation."""
@@ -334,9 +332,8 @@ def _standardise(y: np.ndarray, norm: dict, shrink: float) -> np.ndarray:
 
 
 def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
-    import joblib
-
     from pianolab.models.classic import create_estimator
+    from pianolab.models.persist import MODEL_FILE, save_model
 
     cfg, part, targets, norm, folder = cell.cfg, cell.part, cell.targets, cell.norm, cell.folder
     if part["train"].vector is None:
@@ -344,8 +341,7 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
     est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
     est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing))
     if folder is not None:
-        joblib.dump({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)},
-                    folder / "model.joblib", compress=3)
+        save_model({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)}, folder / MODEL_FILE)
         save_stack(norm, folder)
     out = {}
     for r in ("val", "test"):

@@ -1,0 +1,131 @@
+"""`pianolab predict`: the 19 ratings of performances, written to a CSV as they are predicted.
+
+Rows are appended batch by batch, so a large folder or manifest can be stopped and rerun: files whose
+path is already in `--out` are skipped (`--overwrite` starts afresh). A bad file gets one line
+(`error: <file>: <problem>`) and the rest are still predicted; the exit code is 2 when any failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from pianolab.errors import PianolabError, fail
+
+
+def predict(
+    inputs: Annotated[list[Path] | None, typer.Argument(help="MIDI files or folders")] = None,
+    model: Annotated[str | None, typer.Option(help="run folder, or a shipped model: default, with-score (default: "
+                                              "with-score for performances with a score, else default)")] = None,
+    score: Annotated[Path | None, typer.Option(help="score (MIDI or MusicXML) of the performances given as "
+                                               "arguments: one excerpt, played by each")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV with a header row: performance[,score][,group]; "
+                                                  "relative paths from its folder")] = None,
+    out: Annotated[Path, typer.Option(help="CSV: path, stem, model + the 19 dimensions (0..1)")] = Path(
+        "predictions.csv"),
+    overwrite: Annotated[bool, typer.Option(help="start --out afresh instead of skipping files already in it")] = False,
+    batch: Annotated[int, typer.Option(min=1, help="files per batch (rows are written after each batch)")] = 64,
+    device: str = "cpu",
+) -> None:
+    """Predict the 19 ratings of performances; a bad file gets a one-line error, the rest still run."""
+    from pianolab.predict import COLUMNS, expand_inputs, read_manifest
+
+    paths = expand_inputs(inputs or [])
+    scores, groups = {}, {}
+    if score is not None:
+        if not score.is_file():
+            raise fail(score, "score file not found")
+        scores = {p: score for p in paths}
+    if manifest is not None:
+        listed, listed_scores, groups = read_manifest(manifest)
+        paths += listed
+        scores.update(listed_scores)
+    if not paths:
+        raise PianolabError("nothing to predict: give MIDI files, folders or --manifest")
+    done = _prepare_out(out, overwrite)
+    todo = [p for p in paths if str(p) not in done]
+    failed, counts = 0, {}
+    bar = _bar(len(todo))
+    for chunk in _chunks(todo, groups, model, batch):
+        df, errors = _predict_chunk(chunk, model, device, scores, groups)
+        for e in errors:
+            bar.write(f"error: {e}", file=sys.stderr)
+        failed += len(errors)
+        for name, n in df["model"].value_counts().items():
+            counts[name] = counts.get(name, 0) + int(n)
+        df[COLUMNS].to_csv(out, mode="a", header=not out.stat().st_size, index=False, float_format="%.5f")
+        bar.update(len(chunk))
+    bar.close()
+    used = ", ".join(f"{name} for {n}" for name, n in counts.items()) or "none"
+    typer.echo(f"{out}: {sum(counts.values())} performance(s) predicted, {failed} failed"
+               + (f", {len(paths) - len(todo)} already in {out.name} (skipped)" if len(todo) < len(paths) else "")
+               + f"; model used: {used}")
+    if failed:
+        raise typer.Exit(2)
+
+
+def _predict_chunk(chunk, model, device, scores, groups):
+    """predict_table on one batch, its PredictWarnings printed as `warning: ...` lines."""
+    from pianolab.predict import PredictWarning, predict_table
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df, errors = predict_table(chunk, model, device, scores, groups)
+    for w in caught:
+        if issubclass(w.category, PredictWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+    return df, errors
+
+
+def _prepare_out(out: Path, overwrite: bool) -> set[str]:
+    """Create `out`'s folder, check it can be written, and return the paths already predicted in it."""
+    from pianolab.predict import COLUMNS
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite or not out.is_file() or not out.stat().st_size:
+            out.write_text("")
+            return set()
+        with out.open("a"):
+            pass
+    except OSError as e:
+        raise fail(out, f"cannot write the predictions ({e.strerror or e.__class__.__name__})") from None
+    try:
+        done = pd.read_csv(out)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise fail(out, f"not a predictions CSV ({e.__class__.__name__}); pass --overwrite") from None
+    if list(done.columns) != COLUMNS:
+        raise fail(out, "exists with other columns (not written by this predict); pass --overwrite or another --out")
+    return set(done["path"].astype(str))
+
+
+def _chunks(paths: list[Path], groups: dict, model: str | None, size: int) -> list[list[Path]]:
+    """Batches of `size` files; for a peer-centred model, the performances of one excerpt stay together."""
+    from pianolab.predict import _load_run, peer_groups, resolve_model
+
+    if model is None or not _load_run(resolve_model(model))[1].features.peer_centred:
+        return [paths[i:i + size] for i in range(0, len(paths), size)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warned when the batch is predicted
+        keys = peer_groups(paths, groups)
+    by_group: dict[str, list[Path]] = {}
+    for p, k in zip(paths, keys, strict=True):
+        by_group.setdefault(k, []).append(p)
+    chunks: list[list[Path]] = [[]]
+    for members in by_group.values():
+        if chunks[-1] and len(chunks[-1]) + len(members) > size:
+            chunks.append([])
+        chunks[-1] += members
+    return [c for c in chunks if c]
+
+
+def _bar(total: int):
+    """A progress bar with ETA on a terminal (none when stderr is not one)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="predict", disable=None)
