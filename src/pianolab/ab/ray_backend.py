@@ -51,7 +51,7 @@ def run_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> Iterator
     `(cell, status, summary)` as tasks finish."""
     remote, root = _start(opts)
     task = remote(_cell_task)
-    yield from _gather({task.remote(exp.name, c, root, opts.tracker, opts.cpus_per_run): [c] for c in cells})
+    yield from _gather({task.remote(exp.name, c, root, opts.tracker, _task_threads(opts)): [c] for c in cells})
 
 
 @BACKENDS.register("ray_packed")
@@ -60,13 +60,18 @@ def run_packs_on_ray(exp: Experiment, cells: list[Cell], opts: RunOptions) -> It
     one pack each); yields per cell."""
     remote, root = _start(opts)
     task = remote(_pack_task)
-    inner = replace(opts, backend="packed", jobs=1, root=root, threads=max(1, math.floor(opts.cpus_per_run)))
+    inner = replace(opts, backend="packed", jobs=1, root=root, threads=_task_threads(opts))
     groups = {v: [c for c in cells if c.variant == v] for v in dict.fromkeys(c.variant for c in cells)}
     yield from _gather({task.remote(exp, group, inner): group for group in groups.values()})
 
 
-def _cell_task(experiment: str, cell: Cell, root, tracker: str, cpus: float) -> list[tuple[Cell, str, dict | None]]:
-    return [(cell, *run_cell(experiment, cell, root, tracker, threads=max(1, math.floor(cpus))))]
+def _task_threads(opts: RunOptions) -> int:
+    """CPU threads a task pins: `threads` when given, else its CPU request (at least 1)."""
+    return opts.threads or max(1, math.floor(opts.cpus_per_run))
+
+
+def _cell_task(experiment: str, cell: Cell, root, tracker: str, threads: int) -> list[tuple[Cell, str, dict | None]]:
+    return [(cell, *run_cell(experiment, cell, root, tracker, threads=threads))]
 
 
 def _pack_task(exp: Experiment, cells: list[Cell], opts: RunOptions) -> list[tuple[Cell, str, dict | None]]:

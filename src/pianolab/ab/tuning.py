@@ -11,7 +11,7 @@ trial early. The cell is then
 trained on its whole training fold with the best params.
 
 One study per cell, named by the cell's identity (experiment, variant, config hash: the hash
-includes the space and the budget), in SQLite `<runs root>/<experiment>/optuna.db` unless
+includes the space and the budget) and the data version, in SQLite `<runs root>/<experiment>/optuna.db` unless
 `tuning.storage` names an RDB URL (a cluster). A rerun loads the study and runs only the trials
 still missing; a trial left running by a killed process is marked failed and does not count. The
 sampler is seeded with the cell's seed (a resumed study is reproducible from the stored trials, not
@@ -186,7 +186,7 @@ def tune(cfg: RunConfig, dataset: Dataset, items: np.ndarray, folder: Path, expe
     metric = METRICS.get(t.metric)
     url = t.storage or default_storage(folder, experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=_storage(url), study_name=study_name(cfg, experiment, variant),
+    study = optuna.create_study(storage=_storage(url), study_name=study_name(cfg, experiment, variant, dataset.version),
                                 load_if_exists=True, sampler=SAMPLERS.get(t.sampler)(cfg.train.seed),
                                 pruner=PRUNERS.get(t.pruner)(**t.pruner_params),
                                 direction="maximize" if metric.higher_is_better else "minimize")
@@ -208,8 +208,9 @@ def tune(cfg: RunConfig, dataset: Dataset, items: np.ndarray, folder: Path, expe
     return best
 
 
-def study_name(cfg: RunConfig, experiment: str, variant: str) -> str:
-    return f"{experiment}/{variant}/{config_hash(cfg)}"
+def study_name(cfg: RunConfig, experiment: str, variant: str, data_version: str) -> str:
+    """The cell's study: a rerun of a stale cell (new data) starts a new one, never reuses old trials."""
+    return f"{experiment}/{variant}/{config_hash(cfg)}/{data_version}"
 
 
 def default_storage(folder: Path, experiment: str) -> str:
