@@ -115,7 +115,7 @@ def monitor(
     as_json: Annotated[bool, typer.Option("--json", help="print the analysis as JSON")] = False,
     psi: Annotated[float, typer.Option(help="a column drifts when PSI passes this ...")] = 0.25,
     alpha: Annotated[float, typer.Option(help="... and its BH-adjusted KS p is below this")] = 0.01,
-    feature_share: Annotated[float, typer.Option(help="alarm: share of drifted features above")] = 0.05,
+    feature_share: Annotated[float, typer.Option(help="alarm: share of drifted features above")] = 0.0,
     prediction_share: Annotated[float, typer.Option(help="alarm: share of drifted dimensions above")] = 0.0,
     outside: Annotated[float, typer.Option(help="alarm: mean share outside the training range above")] = 0.05,
     latency_p95_ms: Annotated[float | None, typer.Option(help="alarm: answer latency p95 above (ms)")] = None,

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-EPS = 1e-4  # floor of a bin's share, so an empty bin gives a large but finite PSI
+SMOOTH = 0.5  # pseudo-count per bin (Laplace): an empty bin of a small window stays finite and modest
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """Population stability index over the reference's quantile bins (ties merged)."""
+    """Population stability index over the reference's quantile bins (ties merged), counts smoothed."""
     reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
     if not len(reference) or not len(current):
         return float("nan")
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))[1:-1])
-    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
-    cur = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / len(current)
-    ref, cur = np.maximum(ref, EPS), np.maximum(cur, EPS)
+    ref, cur = (np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1) + SMOOTH
+                for x in (reference, current))
+    ref, cur = ref / ref.sum(), cur / cur.sum()
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 

@@ -30,7 +30,7 @@ from pianolab.serve.store import PredictionLog
 class Thresholds:
     psi: float = 0.25  # a column drifts when its PSI passes this ...
     alpha: float = 0.01  # ... and its BH-adjusted KS p is below this
-    feature_share: float = 0.05  # alarm: share of drifted features above this
+    feature_share: float = 0.0  # alarm: share of drifted features above this (default: any drifted feature)
     prediction_share: float = 0.0  # alarm: share of drifted predicted dimensions above this
     outside: float = 0.05  # alarm: mean per-feature share of values outside the training range above this
     latency_p95_ms: float | None = None  # alarm: p95 latency of the answers above this
@@ -82,7 +82,7 @@ def _family(ref: pd.DataFrame, cur: pd.DataFrame, t: Thresholds) -> pd.DataFrame
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    out["p_adjusted"] = benjamini_hochberg(out["p"].to_numpy()).adjusted
+    out["p_adjusted"] = benjamini_hochberg(out["p"].to_numpy()).p_adjusted
     out["drifted"] = (out["psi"] > t.psi) & (out["p_adjusted"] < t.alpha)
     return out.sort_values("psi", ascending=False, ignore_index=True)
 
