@@ -2,7 +2,7 @@
 
 Written to `<runs>/<experiment>/report/` as `report.md`, a self-contained `report.html` (Jinja2 templates
 in `pianolab/report_templates/`, Markdown by markdown-it-py, plots inlined) and PNG files. The page opens
-with the question, a plain-words verdict per variant and a glossary of the labels, then the evidence;
+with the question, a plain-words verdict per variant, then the evidence and a glossary of the labels;
 the same verdict table is echoed to the terminal. Everything is recomputed from the saved
 predictions, with seeded resampling, so a rerun reproduces the report byte for byte.
 """
@@ -246,15 +246,16 @@ KINDS = {stats.BETTER: "better", stats.WORSE: "worse", stats.BETTER_IN_ROPE: "ne
 def glossary(exp: Experiment) -> list[tuple[str, str]]:
     """What each verdict label (`stats.VERDICTS`) means, with this experiment's alpha and ROPE."""
     a, r, m = f"{exp.alpha:g}", f"±{exp.rope:g}", exp.primary_metric
-    test = (f"the corrected repeated-CV t-test (Nadeau–Bengio), Holm-adjusted across the variants, finds a "
-            f"difference from the baseline at alpha {a}")
     return [
         ("ROPE", f"region of practical equivalence: a difference in {m} within {r} is too small to matter."),
-        (stats.BETTER, f"{test}, and the estimated gain is larger than the ROPE ({r})."),
-        (stats.WORSE, f"{test}, and the estimated loss is larger than the ROPE ({r})."),
+        ("the test", f"the corrected repeated-CV t-test (Nadeau–Bengio) on the paired (seed, fold) differences, "
+                     f"Holm-adjusted across the variants, at alpha {a}."),
+        (f"{stats.BETTER} / {stats.WORSE}", f"the test finds a difference, and the estimate lies beyond the ROPE "
+                                            f"({r}) in the variant's favour / against it."),
         (f"{stats.BETTER_IN_ROPE} / {stats.WORSE_IN_ROPE}",
-         f"{test}, but the estimate lies within the ROPE ({r}): real, but too small to matter."),
-        (stats.EQUIVALENT, f"no difference shown, and the equivalence test (two one-sided tests, Holm-adjusted) "
+         f"the test finds a difference, but the estimate lies within the ROPE ({r}): real, but too small to "
+         "matter."),
+        (stats.EQUIVALENT, f"no difference found, and the equivalence test (two one-sided tests, Holm-adjusted) "
                            f"puts the {_ci_text(exp)} inside the ROPE ({r}): any difference is too small to "
                            "matter."),
         (stats.INCONCLUSIVE, f"neither a difference nor equivalence within the ROPE ({r}) is shown: the data "
@@ -269,7 +270,7 @@ def _interval(vd) -> tuple[float, float, str]:
     """The interval to show beside the verdict's p: Bonferroni-adjusted over the family when there is one."""
     if vd.family > 1:
         return vd.ci_adjusted_low, vd.ci_adjusted_high, f"Bonferroni-adjusted over {vd.family}"
-    return vd.ci_low, vd.ci_high, "unadjusted"
+    return vd.ci_low, vd.ci_high, "one comparison" if vd.family == 1 else "unadjusted: outside Holm's family"
 
 
 def plain_verdicts(exp: Experiment, res: Results, a: dict) -> list[dict]:

@@ -122,7 +122,9 @@ def metrics_section(ctx: Context) -> SectionResult:
     axes[0, 0].axvline(0, color="k", lw=0.8)
     axes[0, 0].set(xlabel="Pearson r", title="per-dimension Pearson r (test folds, mean over seeds)")
     axes[0, 0].legend(fontsize=7, loc="lower right")
-    res.plots.append(plots.save(fig, ctx.out, "metrics_per_dimension"))
+    path = plots.save(fig, ctx.out, "metrics_per_dimension")
+    res.plots.append(path)
+    res.lines += ["", image(ctx, path)]
     for m in ("pearson", "r2", "within_excerpt_pearson"):
         res.lines += paired_lines(ctx, _cell_scores(ctx, m), m, METRICS.get(m).higher_is_better)
     return res
