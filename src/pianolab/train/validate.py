@@ -119,10 +119,13 @@ def no_effect(cfg: RunConfig, key: str) -> str | None:
     return None
 
 
+_WHOLE = frozenset({"tuning.space"})  # one key, however many entries
+
+
 def set_keys(cfg: RunConfig) -> list[str]:
     """The dotted leaves of `cfg` whose value differs from the default config's."""
-    default = leaves(to_dict(RunConfig()))
-    return [k for k, v in leaves(to_dict(cfg)).items() if default.get(k, object()) != v]
+    default = leaves(to_dict(RunConfig()), _WHOLE)
+    return [k for k, v in leaves(to_dict(cfg), _WHOLE).items() if default.get(k, object()) != v]
 
 
 def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
@@ -223,8 +226,7 @@ def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None)
             check(cfg)
         except (PianolabError, TypeError) as e:
             raise PianolabError(f"{source}: {key}: {e}") from None
-    default = leaves(to_dict(RunConfig()))
-    current = leaves(to_dict(cfg))
+    default, current = leaves(to_dict(RunConfig()), _WHOLE), leaves(to_dict(cfg), _WHOLE)
     for key in set_keys(cfg) if keys is None else keys:
         if current.get(key, object()) == default.get(key, object()):
             continue
