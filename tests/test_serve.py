@@ -3,10 +3,12 @@ bad uploads refused with 4xx JSON errors, and the prediction log."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from serve_support import MIDI, Server, make_registry, trained_models
 
@@ -122,3 +124,40 @@ def test_time_limit_gives_408(tmp_path):
         assert r.status_code == 408 and "limit" in r.json()["error"]
     finally:
         srv.stop()
+
+
+def test_predict_explain_writes_reasons_and_pages(tmp_path):
+    from serve_support import cli
+
+    out = tmp_path / "ratings.csv"
+    res = cli("predict", str(PERFORMANCE), "--model", str(trained_models()["ridge"]), "--out", str(out), "--explain")
+    assert res.returncode == 0, res.stderr
+    reasons = json.loads(out.with_suffix(".explain.json").read_text())
+    (entry,) = reasons.values()
+    assert [r["dimension"] for r in entry["reasons"]] == list(DIMENSIONS)
+    predicted = pd.read_csv(out)
+    assert np.allclose([r["value"] for r in entry["reasons"]], predicted[list(DIMENSIONS)].to_numpy()[0], atol=1e-4)
+    page = (tmp_path / "ratings_pages" / f"{PERFORMANCE.stem}.html").read_text()
+    assert page.count('class="dimension"') == 19 and "held-out ratings" in page
+
+
+def test_shap_is_additive_for_every_tree_and_linear_estimator():
+    """base + SHAP values = the prediction, per dimension, for each estimator kind pianolab fits."""
+    from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.multioutput import MultiOutputRegressor
+
+    from pianolab.advanced.ensembles import MeanEnsemble
+    from pianolab.serve.explain import explainer_for
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    y = np.stack([x[:, 0] - 2 * x[:, 1], x[:, 2] * x[:, 3], np.sin(x[:, 4])], axis=1) + rng.normal(0, .1, (120, 3))
+    models = [RandomForestRegressor(20, random_state=0), ExtraTreesRegressor(20, random_state=0), Ridge(1.0),
+              MultiOutputRegressor(HistGradientBoostingRegressor(max_iter=20)),
+              MeanEnsemble([RandomForestRegressor(10, random_state=0), Ridge(1.0)], weights=[2, 1])]
+    for model in models:
+        model.fit(x, y)
+        values, base = explainer_for(model, 6)(x[:5])
+        assert values.shape == (5, 6, 3)
+        assert np.allclose(base + values.sum(axis=1), model.predict(x[:5]), atol=1e-6), type(model).__name__

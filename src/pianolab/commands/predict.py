@@ -31,6 +31,8 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="start --out afresh instead of skipping files already in it")] = False,
     batch: Annotated[int, typer.Option(min=1, help="files per batch (rows are written after each batch)")] = 64,
     device: str = "cpu",
+    explain: Annotated[bool, typer.Option(help="also write why (SHAP, tree/ridge models): <out>.explain.json "
+                                          "and one HTML page per performance in <out>_pages/")] = False,
 ) -> None:
     """Predict the 19 ratings of performances; a bad file gets a one-line error, the rest still run."""
     from pianolab.predict import COLUMNS, expand_inputs, read_manifest
@@ -65,6 +67,14 @@ def predict(
     typer.echo(f"{out}: {sum(counts.values())} performance(s) predicted, {failed} failed"
                + (f", {len(paths) - len(todo)} already in {out.name} (skipped)" if len(todo) < len(paths) else "")
                + f"; model used: {used}")
+    if explain:  # the serve package's explanations (pianolab.serve.offline)
+        from pianolab.serve.offline import explain_predictions
+
+        target, problems = explain_predictions(out, scores)
+        for e in problems:
+            typer.echo(f"error: {e}", err=True)
+        typer.echo(f"{target}: reasons for the rated performances; pages in {out.stem}_pages/")
+        failed += len(problems)
     if failed:
         raise typer.Exit(2)
 
