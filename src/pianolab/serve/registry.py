@@ -97,11 +97,18 @@ class ModelRegistry:
         return out["old"], out["new"]
 
     def resolve(self, ref: str) -> tuple[str, Path]:
-        """(name, run folder) of an alias, a registered name, or a run folder path."""
+        """(name, run folder) of an alias, a registered name, a shipped model ('default', 'with-score'),
+        or a run folder path; `champion` without a registered champion is the shipped default model."""
+        from pianolab.predict import SHIPPED_MODELS
+
         data = self.read()
         name = data["aliases"].get(ref, ref)
         if name in data["models"]:
             return name, Path(data["models"][name]["path"])
+        if ref == "champion":
+            ref = "default"
+        if ref in SHIPPED_MODELS:
+            return ref, SHIPPED_MODELS[ref]
         if Path(ref).is_dir():
             return Path(ref).resolve().name, Path(ref).resolve()
         raise PianolabError(f"{ref}: no such alias, registered model or run folder in {self.path} "
