@@ -92,7 +92,7 @@ def test_refuses_cells_with_different_split(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     meta["split_digest"] = "something-else"
     (folder / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(PianolabError, match="refusing to compare"):
+    with pytest.raises(PianolabError, match=r"stale cell \(split digest something-else != current"):
         collect(exp, root)
 
 

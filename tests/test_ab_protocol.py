@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from pianolab import track
+from pianolab.ab.cells import RunOptions
 from pianolab.ab.collect import collect, environment_differences
-from pianolab.ab.runner import run_experiment
+from pianolab.ab.runner import plan, run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.data.percepiano import MEAN_LABELS
 from pianolab.errors import PianolabError
@@ -43,7 +44,7 @@ def test_early_stop_under_mse_stops_the_worse_variant_and_everything_still_repor
         "seeds": 3, "split": {"name": "excerpt", "folds": 2}, "primary_metric": "mse", "rope": 0.002,
         "early_stop": {"min_seeds": 2}})
     root = tmp_path / "runs"
-    run = cli("ab", "run", str(exp_path), "--tracker", "none", "--no-report", root=root)
+    run = cli("ab", "run", str(exp_path), "--tracker", "none", "--no-report", "--threads", "1", root=root)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "early stop: awful after 2 seeds" in run.stdout and "early stop: close" not in run.stdout
     assert run.stdout.count(": ran") == 2 * 3 * 2 + 2 * 2  # awful's third seed never ran
@@ -53,6 +54,7 @@ def test_early_stop_under_mse_stops_the_worse_variant_and_everything_still_repor
     stopped = res.stopped["awful"]
     assert stopped.seeds == 2 and stopped.scores.shape == (2, 2) and (stopped.diffs < -0.002).all()
     assert stopped.decision.stop and stopped.decision.upper_bound < -0.002
+    assert {track.read_meta(f)["threads"] for f in res.folders.values()} == {1}  # --threads pinned
     power = cli("ab", "power", str(exp_path), "--json", root=root)
     assert power.returncode == 0, power.stderr
     assert [r["variant"] for r in json.loads(power.stdout)] == ["close"]  # a stopped variant needs no plan
@@ -88,6 +90,7 @@ def test_stale_cells_are_rerun_and_never_mixed_into_a_verdict(tmp_path, data_cop
         f.unlink()
     with pytest.raises(PianolabError, match="stale cell .*data version .* != current"):
         collect(exp, root)
+    assert plan(exp, root)["done"] == 0  # --dry-run counts stale cells as left
     lines.clear()
     capsys.readouterr()
     run_experiment(exp, root=root, tracker="none", echo=lines.append)
@@ -113,14 +116,16 @@ def test_threads_are_pinned_recorded_and_a_mix_is_flagged(tmp_path, own_splits):
         "name": "threads", "hypothesis": "Weaker shrinkage fits better.", "baseline": RIDGE,
         "variants": {"small": {"model.params.alpha": 0.1}}, "seeds": 1, "split": {"name": "excerpt", "folds": 2}}))
     root = tmp_path / "runs"
-    run_experiment(exp, root=root, tracker="none", echo=lambda s: None, threads=1)
+    run_experiment(exp, root=root, tracker="none", echo=lambda s: None)  # default: all cores for one job
     res = collect(exp, root)
     metas = [track.read_meta(f) for f in res.folders.values()]
-    assert {m["threads"] for m in metas} == {1} and res.environment == []
+    cores = len(os.sched_getaffinity(0))
+    assert {m["threads"] for m in metas} == {cores} == {RunOptions(jobs=1).cell_threads} and res.environment == []
+    assert RunOptions(jobs=2).cell_threads == max(1, cores // 2)
     folder = res.folders[("small", 0, 0)]
-    track.write_json(folder / "meta.json", {**metas[-1], "threads": 2, "gpu": "NVIDIA H200"})
+    track.write_json(folder / "meta.json", {**metas[-1], "threads": cores + 1, "gpu": "NVIDIA H200"})
     assert collect(exp, root).environment == ["gpu: none (3 cells), NVIDIA H200 (1 cells)",
-                                              "threads: 1 (3 cells), 2 (1 cells)"]
+                                              f"threads: {cores} (3 cells), {cores + 1} (1 cells)"]
     assert environment_differences([{"packages": {"torch": "2.13.0"}}, {"packages": {"torch": "2.12.0"}}]) == [
         "torch: 2.13.0 (1 cells), 2.12.0 (1 cells)"]
 

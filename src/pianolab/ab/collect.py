@@ -1,9 +1,9 @@
 """Gather an experiment's saved predictions into the arrays the statistics take.
 
 Scores are recomputed from `predictions.parquet` (never from logged scalars), so a new metric needs
-no retraining. Refuses to compare cells whose data version or split assignments differ, and any cell
-that is stale (its data version, split digest or feature versions are not the current ones:
-`pianolab.ab.cells.stale_reason`). With an `early_stop` rule the rule is replayed on the finished cells
+no retraining. Refuses any cell that is stale (its data version, split digest or feature versions are
+not the current ones: `pianolab.ab.cells.stale_reason`), so every compared cell has the same data and
+split assignments. With an `early_stop` rule the rule is replayed on the finished cells
 (the same decisions the runner took): a stopped variant is set apart in `Results.stopped` with the
 cells it ran, and is not among `Results.variants` (so it is not in Holm's family).
 """
@@ -105,7 +105,7 @@ def collect(exp: Experiment, root: Path | None = None, seeds: int | None = None,
     shape = (len(variants), seeds, exp.folds)
     scores = {m: np.full(shape, np.nan) for m in fns}
     per_dim = np.full((*shape, 19), np.nan)
-    cells, versions, sizes = {}, {}, np.full((seeds, exp.folds, 2), np.nan)
+    cells, sizes = {}, np.full((seeds, exp.folds, 2), np.nan)
     for i, v in enumerate(variants):
         for s in range(seeds):
             for k in range(exp.folds):
@@ -113,10 +113,6 @@ def collect(exp: Experiment, root: Path | None = None, seeds: int | None = None,
                 if cell is None:
                     continue
                 folder, meta, idx, true, pred = cell
-                ident = (meta["data_version"], meta["split_digest"])
-                if versions.setdefault((s, k), ident) != ident:
-                    raise PianolabError(f"{folder}: data version or split differs from the other variants' "
-                                        f"seed {s} fold {k}; refusing to compare")
                 for m, fn in fns.items():
                     r = fn(true, pred, groups=groups[idx])
                     scores[m][i, s, k] = r.value

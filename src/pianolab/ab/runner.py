@@ -25,6 +25,7 @@ from pianolab.ab.cells import (  # noqa: F401  (cell_dir, RunOptions and run_cel
     RunOptions,
     cell_dir,
     run_cell,
+    stale_reason,
 )
 from pianolab.ab.spec import Cell, Experiment
 
@@ -71,9 +72,11 @@ def _note(cell, status, summary, busy, progress) -> None:
 
 
 def plan(exp: Experiment, root: Path | None = None) -> dict:
-    """Cells done/left and an estimate of the time left from finished cells' durations."""
+    """Cells done (finished and current: stale ones will rerun) and left, and an estimate of the time
+    left from finished cells' durations."""
     cells = exp.cells()
-    done = [c for c in cells if track.is_done(cell_dir(exp, c, root))]
+    done = [c for c in cells if track.is_done(cell_dir(exp, c, root))
+            and stale_reason(track.read_meta(cell_dir(exp, c, root)), c.config) is None]
     durations = []
     for c in done:
         meta = track.read_meta(cell_dir(exp, c, root))

@@ -34,6 +34,8 @@ def run(
                                                        "variant's pack); fractions share a GPU (0.25: four "
                                                        "per GPU); default 1 if this machine has a GPU, else 0")] = None,
     cpus_per_run: Annotated[float, typer.Option(min=0, help="ray: CPUs per task")] = 1.0,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per cell, pinned and recorded "
+                                                "(default: cores / --jobs; ray: --cpus-per-run)")] = None,
 ) -> None:
     """Run every variant x seed x fold cell (finished cells are skipped), then write the report."""
     from pianolab.ab.runner import plan, run_experiment
@@ -54,7 +56,7 @@ def run(
         gpus_per_run = default_gpus_per_run()
     tracker, backend = tracker.value, backend.value
     run_experiment(exp, jobs=jobs, root=runs, tracker=tracker, echo=typer.echo, backend=backend,
-                   address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+                   address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, threads=threads)
     if report:
         _report(exp, runs, tracker)
     else:
