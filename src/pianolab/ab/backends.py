@@ -90,7 +90,7 @@ def packed(exp: Experiment, cells: list[Cell], opts: RunOptions):
         todo, locks = [], []
         for c in (c for c in cells if c.variant == variant):
             folder = track.run_dir(c.config, exp.name, c.variant, opts.root)
-            lock = claim(folder, wait=False)
+            lock = claim(folder, c.config, wait=False)
             if isinstance(lock, str):
                 yield (c, *unclaimed(lock, folder))
             else:
