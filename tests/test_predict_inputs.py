@@ -45,7 +45,7 @@ def corpus(tmp_path):
              midi_file(tmp_path / "silent.mid", notes=False): "no notes",
              midi_file(tmp_path / "drums.mid", channel=9): "drum-channel",
              midi_file(tmp_path / "sequences.mid", kind=2): "type-2 MIDI",
-             tmp_path / "notes.txt": "not a MIDI file"}
+             tmp_path / "notes.txt": "not a MIDI"}
     (tmp_path / "empty.mid").write_bytes(b"")
     (tmp_path / "text.mid").write_text("hello, not music")
     (tmp_path / "truncated.mid").write_bytes(real[: len(real) // 2])

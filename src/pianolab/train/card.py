@@ -3,11 +3,12 @@
 A card says what the model predicts, what 0 and 1 mean on each dimension (the poles of PercePiano's
 questionnaire, from the data README), the value range, the expected accuracy with its confidence
 interval from the experiment that chose the model, the training data and its limits. The accuracy
-comes from the card sidecar (`<config stem>.card.yaml` beside the config: name, summary, the report
-folder and variant of the experiment, notes) and that experiment's committed report: mean ± sd over
-its cells of overall and within-excerpt Pearson r, a 95% interval corrected for the overlap of the
-training folds (Nadeau & Bengio: var x (1/J + n_test/n_train), t with J - 1 df), and the pooled
-human-performances-only r where the experiment's evaluation recorded it.
+comes from the card sidecar (`<config stem>.card.yaml` beside the config: name, summary, `evidence`:
+the report folder and variant of the experiment, `also`: replications of it, notes) and that
+experiment's committed report: mean ± sd over its cells of overall and within-excerpt Pearson r, a
+95% interval corrected for the overlap of the training folds (Nadeau & Bengio: var x (1/J +
+n_test/n_train), t with J - 1 df), and the pooled human-performances-only r where the experiment's
+evaluation recorded it.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def report_accuracy(report_dir: Path, variant: str) -> dict:
         raise fail(report_dir / "report.md", f"no design or secondary-metrics row for variant {variant!r}")
     cells = int(design[1]) * int(design[2])
     half = stats.t.ppf(0.975, cells - 1) * (1 / cells + int(sizes[2]) / int(sizes[1])) ** 0.5
-    out = {"experiment": report_dir.name, "variant": variant, "cells": cells,
-           "design": f"excerpt-group CV, {design[1]} folds x {design[2]} seeds (report {report_dir.as_posix()})"}
+    out = {"experiment": report_dir.name, "variant": variant, "report": report_dir.as_posix(), "cells": cells,
+           "design": f"excerpt-group CV, {design[1]} folds x {design[2]} seeds"}
     for key, mean, sd in (("pearson", row[1], row[2]), ("within_excerpt_pearson", row[3], row[4])):
         m, s = float(mean), float(sd)
         out[key] = {"mean": m, "sd": s, "ci95": [round(m - half * s, 4), round(m + half * s, 4)]}
@@ -85,9 +86,9 @@ def build_card(folder: Path, cfg: RunConfig, sidecar: Path | None) -> dict:
     info = yaml.safe_load(sidecar.read_text()) if sidecar and Path(sidecar).is_file() else {}
     if not isinstance(info, dict):
         raise fail(sidecar, "card sidecar must be a mapping (name, summary, evidence, notes)")
-    evidence = info.get("evidence") or {}
     try:
-        accuracy = report_accuracy(Path(evidence["report"]), evidence["variant"]) if evidence else None
+        accuracy, *also = [report_accuracy(Path(e["report"]), e["variant"])
+                           for e in [info.get("evidence") or {}, *info.get("also", [])] if e] or [None]
     except KeyError as e:
         raise fail(sidecar, f"evidence needs report and variant (missing {e})") from None
     return {
@@ -106,7 +107,8 @@ def build_card(folder: Path, cfg: RunConfig, sidecar: Path | None) -> dict:
                           "items": meta["n_train"], "validation_items": meta["n_val"],
                           "split": meta["split_description"]},
         "expected_accuracy": accuracy,
-        "notes": info.get("notes", []),
+        "replications": also,
+        "notes": [n.strip() for n in info.get("notes", [])],
         "limits": list(LIMITS),
         "environment": {k: meta.get(k) for k in ("git_commit", "packages", "python")},
     }
@@ -139,7 +141,8 @@ def card_markdown(card: dict) -> str:
     if acc is None:
         lines += ["Not measured: no experiment named in the card sidecar."]
     else:
-        lines += [f"From experiment `{acc['experiment']}`, variant `{acc['variant']}`: {acc['design']}, Pearson r "
+        lines += [f"From experiment `{acc['experiment']}` (`{acc['report']}`), variant `{acc['variant']}`: "
+                  f"{acc['design']}, Pearson r "
                   "between predicted and mean ratings, averaged over the 19 dimensions, on excerpts the model "
                   "never saw.", "",
                   f"- overall r: {_r(acc, 'pearson')}",
@@ -148,6 +151,10 @@ def card_markdown(card: dict) -> str:
         lines.append("- human performances only (deadpan renditions left out; pooled out-of-fold): "
                      + (", ".join(f"{k} {v:.3f}" for k, v in human.items()) if human
                         else "not recorded by that experiment"))
+    for rep in card["replications"]:
+        lines.append(f"- the same configuration in `{rep['experiment']}` (variant `{rep['variant']}`, "
+                     f"{rep['design']}): overall r {_r(rep, 'pearson')}, "
+                     f"within-excerpt r {_r(rep, 'within_excerpt_pearson')}")
     lines += [""] + [f"- {n}" for n in card["notes"]] + ([""] if card["notes"] else [])
     t = card["training_data"]
     lines += ["## Training data", "", f"{t['dataset']}, data version {t['data_version']}: {t['items']} labelled "
