@@ -55,7 +55,7 @@ def test_bad_override_syntax():
     ({"objective": {"label_smoothing": 1}}, "objective.label_smoothing: must be >= 0 and < 1"),
     ({"features": {"top_k": 0}}, "features.top_k: must be >= 1, got 0"),
     ({"features": {"augment_factor": 0}}, "features.augment_factor: must be >= 1, got 0"),
-    ({"train": {"max_seconds": -3}}, "train.max_seconds: must be > 0"),
+    ({"train": {"max_seconds": -3}}, "train.max_seconds: must be >= 0"),
     ({"tuning": {"inner_folds": 1}}, "tuning.inner_folds: must be >= 2"),
 ])
 def test_numeric_ranges_checked_at_load(tmp_path, data, message):

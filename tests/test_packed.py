@@ -122,7 +122,7 @@ AST_EXP = {"name": "packed_ast", "hypothesis": "Mean pooling of the patch tokens
            "baseline": {"features": {"spectrogram": "log_mel", "seconds": 4},
                         "model": {"name": "ast_ultra_tiny",
                                   "params": {"depth": 1, "dim": 64, "heads": 2, "patch": 32}},
-                        "augment": {"preset": "light"}, "regularize": {"early_stopping": 2},
+                        "augment": {"preset": "spec_light"}, "regularize": {"early_stopping": 2},
                         "track": {"tracker": "none"}},
            "variants": {"mean_pool": {"model.params.pool": "mean"}},
            "seeds": 1, "split": {"name": "excerpt", "folds": 4}, "budget": {"epochs": 2}}

@@ -129,7 +129,7 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = _in(100, 1)
-    max_seconds: float | None = _in(None, 0, lo_open=True)  # wall-time budget: stop after the epoch that passes it
+    max_seconds: float | None = _in(None, 0)  # wall-time budget: stop after the epoch that passes it
     batch_size: int = _in(32, 1)
     seed: int = _in(0, 0)
     device: str = "auto"

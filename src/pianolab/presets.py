@@ -1,12 +1,15 @@
 """Augmentation presets of the plan (A1), defined once for the renderer and the trainer.
 
-MIDI-level parts (time stretch, pitch shift) are applied before rendering by `pianolab.render`;
-spectrogram-level parts (SpecAugment, mixup probabilities) by the trainer.
+MIDI-level parts (time stretch, pitch shift, velocity jitter) are applied before rendering by
+`pianolab.render`, to the `features.augment_factor - 1` augmented copies only; spectrogram-level parts
+(SpecAugment, mixup probabilities) by the trainer. `spec_light`/`spec_medium`/`spec_heavy` are the
+spectrogram-level parts alone, for training without augmented copies (a full preset there is refused:
+its MIDI-level parts would do nothing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pianolab.registry import Registry
 
@@ -25,3 +28,6 @@ PRESETS.add("none", AugmentPreset(0.0, 0.0, (1.0, 1.0), (0, 0)))
 PRESETS.add("light", AugmentPreset(0.3, 0.2, (0.95, 1.05), (-1, 1), 4))
 PRESETS.add("medium", AugmentPreset(0.5, 0.3, (0.85, 1.15), (-2, 2), 8))
 PRESETS.add("heavy", AugmentPreset(0.7, 0.5, (0.8, 1.2), (-3, 3), 12))
+for _name in ("light", "medium", "heavy"):
+    PRESETS.add(f"spec_{_name}", replace(PRESETS.get(_name), time_stretch_range=(1.0, 1.0), pitch_shift_range=(0, 0),
+                                         velocity_jitter=0))

@@ -234,7 +234,7 @@ def load_experiment(path: Path | str) -> Experiment:
         primary_metric=str(data.get("primary_metric", "pearson")), rope=_rope(data, source),
         alpha=_number(data, "alpha", float, Bound(0, 1, lo_open=True, hi_open=True), 0.05, source),
         epochs=_number(budget, "epochs", int, Bound(1), None, source, "budget."),
-        wall_time_s=_number(budget, "wall_time_s", float, Bound(0, lo_open=True), None, source, "budget."),
+        wall_time_s=_number(budget, "wall_time_s", float, Bound(0), None, source, "budget."),
         early_stop_min_seeds=_number(early, "min_seeds", int, Bound(1, seeds), None, source, "early_stop."),
         evaluation=tuple(data.get("evaluation") or ()), tuning=tuning, trials=budget.get("trials"),
         source=source)

@@ -74,7 +74,8 @@ def _midi_parts(cfg: RunConfig) -> bool:
 
 @dataclass(frozen=True)
 class NoOp:
-    """`key` (or any key below it) has no effect when `when(cfg)`; `why` says so ({model}: the model)."""
+    """`key` (or any key below it) has no effect when `when(cfg)`; `why` says so ({model}, {preset}: the
+    config's model and augmentation preset)."""
 
     key: str
     when: Callable[[RunConfig], bool]
@@ -90,7 +91,10 @@ NO_OPS: tuple[NoOp, ...] = (
          "a preset's SpecAugment acts on spectrograms and model {model!r} reads none"),
     NoOp("augment.preset", lambda c: c.features.augment_factor == 1 and _midi_parts(c),
          "its time_stretch_range/pitch_shift_range/velocity_jitter act only on MIDI-augmented copies, "
-         "and features.augment_factor is 1 (set it > 1)"),
+         "and features.augment_factor is 1 (set it > 1, or use 'spec_{preset}' for the spectrogram-level "
+         "parts alone)"),
+    NoOp("features.augment_factor", lambda c: c.augment.preset != "none" and not _midi_parts(c),
+         "the preset (augment.preset) has no MIDI-level parts, so its augmented copies equal the originals"),
     NoOp("regularize.cutmix_prob", lambda c: not _uses_spec(c),
          "cutmix pastes spectrogram patches and model {model!r} gets no spectrogram"),
     NoOp("regularize.mixup_alpha", lambda c: c.regularize.mixup_prob == 0 and _preset(c).mixup_prob == 0,
@@ -115,7 +119,7 @@ def no_effect(cfg: RunConfig, key: str) -> str | None:
     """Why setting `key` has no effect in `cfg`, or None when it has one."""
     for rule in NO_OPS:
         if (key == rule.key or key.startswith(rule.key + ".")) and rule.when(cfg):
-            return rule.why.format(model=cfg.model.name)
+            return rule.why.format(model=cfg.model.name, preset=cfg.augment.preset)
     return None
 
 
