@@ -2,6 +2,8 @@
 masked softmax they claim and skip the empty tiles on FlexAttention, performer approximates softmax
 attention, linformer attends over projected keys and values, and packing refuses what it cannot run."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,16 @@ def test_b3_compares_the_kinds_by_their_names():
     kinds = {name: change["model.params.attention"] for name, change in exp["variants"].items()}
     assert all(name == kind and kind in attention_kinds() for name, kind in kinds.items())
     assert {"local", "sparse", "performer", "linformer"} <= set(kinds)
+
+
+def test_long_sequence_benchmark_prints_ratios_against_full():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "attention_long_seq.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--lengths", "32", "64", "--batch", "1",
+                          "--dim", "32", "--heads", "2"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith(("| 32 ", "| 64 "))]
+    assert [r[1] for r in rows] == ["full", "local", "sparse", "performer", "linformer"] * 2
+    assert all(r[4] == "1.00" for r in rows if r[1] == "full") and all(float(r[4]) >= 0 for r in rows)
+    assert {r[2] for r in rows if r[1] in ("local", "sparse")} == {"dense masked"}  # said, not hidden
+    bad = subprocess.run([sys.executable, str(script), "--lengths", "30"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --lengths: each must be a multiple of 8"
