@@ -1,7 +1,9 @@
 """Batch-level regularisers (mixup, time-axis cutmix) and early stopping.
 
-Dropout, stochastic depth and spectral normalisation are model options (`pianolab.models`); label
-smoothing for regression is `pianolab.train.objective.shrink_targets`. Mixing coefficients are drawn
+Dropout, stochastic depth and spectral normalisation are model options (`pianolab.models`;
+`spectral_norm: head` (= true) normalises the head's Linear, `spectral_norm: all` every nn.Linear of
+the model: `pianolab.models.layers.spectral_normalise`, applied by `create_model`); label smoothing for
+regression is `pianolab.train.objective.shrink_targets`. Mixing coefficients are drawn
 per sample on the batch's device from `generator` (a torch.Generator on that device): no host syncs.
 """
 
