@@ -3,7 +3,8 @@ against full attention measured in the same run.
 
 Tokens are laid out as the AST's: [CLS] + an 8-row patch grid of L / 8 time steps (N = L + 1). Kinds:
 full (`vanilla`, SDPA: flash on CUDA), `local` (window 4) and `sparse` (block 4, stride 4) through
-FlexAttention block masks on CUDA (the dense masked kernel on the CPU: no saving there, by design),
+FlexAttention block masks on CUDA from 1024 tokens (the dense masked kernel below and on the CPU: no
+saving there, by design),
 `performer` (128 features) and `linformer` (proj_len 64). Memory is the CUDA peak above the inputs
 (n/a on the CPU). Usage:
 
@@ -41,7 +42,8 @@ def measure(kind: str, length: int, args, device: torch.device) -> tuple[float, 
     torch.manual_seed(0)
     layer = ATTENTION.get(name)(args.dim, args.heads, tokens=n, **options).to(device).train()
     x = torch.randn(args.batch, n, args.dim, device=device, requires_grad=True)
-    path = ("flex" if device.type == "cuda" else "dense masked") if isinstance(layer, PatternAttention) else \
+    flexed = device.type == "cuda" and n >= PatternAttention.FLEX_FROM
+    path = ("flex" if flexed else "dense masked") if isinstance(layer, PatternAttention) else \
         {"vanilla": "sdpa", "performer": "random features", "linformer": "projected"}[name]
 
     def step():
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (as training on CUDA)")
+    parser.add_argument("--flex-from", type=int, default=PatternAttention.FLEX_FROM,
+                        help="tokens from which local/sparse use FlexAttention on CUDA (default: the models')")
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths = args.lengths or [128, 256, 512]
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --lengths: each must be a multiple of {ROWS}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    PatternAttention.FLEX_FROM = args.flex_from
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"# {' '.join(sys.argv)}\n# device {gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}, dim {args.dim}, heads {args.heads}, {'bf16' if args.bf16 else 'fp32'}, "

@@ -93,7 +93,7 @@ def test_local_and_sparse_are_masked_softmax_on_both_paths(kind):
 def test_local_and_sparse_flex_forward_and_backward_on_cuda(kind):
     layer = _layer(kind).cuda().train()
     q, k, v = (t.detach().requires_grad_() for t in layer._qkv(_x().cuda()))
-    out = layer._mix(q, k, v, GRID)
+    out = layer.flex_mix(q, k, v, GRID)  # compiled (`_mix` takes it from FLEX_FROM tokens)
     ref = _masked_softmax(q, k, v, _pattern(kind).cuda())
     torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
     for g, r in zip(torch.autograd.grad((out * v).sum(), (q, k, v)),

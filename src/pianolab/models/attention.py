@@ -8,10 +8,11 @@ each kind applies to the values, for diagnostics (rollout). Extra options of a k
 `options` and come from the model config; `tokens` is the sequence length the model is built for.
 
 - `vanilla`: full softmax attention, O(N^2).
-- `local`, `sparse`: softmax attention restricted to a pattern. On CUDA they run FlexAttention with a
-  block mask, which skips the 128 x 128 tiles the pattern leaves empty (compute and memory grow with
-  the allowed pairs, not N^2). On the CPU, and with attention dropout while training (FlexAttention has
-  no dropout), they run the dense masked kernel: the same numbers, no saving.
+- `local`, `sparse`: softmax attention restricted to a pattern. On CUDA, from 1024 tokens, they run
+  FlexAttention with a block mask, which skips the 128 x 128 tiles the pattern leaves empty (compute
+  and memory grow with the allowed pairs, not N^2). On the CPU, below 1024 tokens (where the patterns
+  leave few tiles empty) and with attention dropout while training (FlexAttention has no dropout), they
+  run the dense masked kernel: the same numbers, no saving.
 - `linear`: kernelised linear attention with phi(x) = elu(x) + 1 (Katharopoulos et al. 2020), O(N).
 - `performer`: FAVOR+ (Choromanski et al. 2021): positive orthogonal random features approximating
   the softmax kernel, O(N * n_features); `redraw` > 0 draws new features every `redraw` training calls.
@@ -161,10 +162,14 @@ def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: tuple,
 
 
 class PatternAttention(Attention):
-    """Softmax attention restricted to `mask`; `flex_mix` is the block-sparse version of `_mix`."""
+    """Softmax attention restricted to `mask`; `flex_mix` is the block-sparse version of `_mix`, used on
+    CUDA from `FLEX_FROM` tokens: below, the patterns keep about as many 128 x 128 tiles as full attention
+    (docs/models.md), and the dense masked kernel is as fast without compiling."""
+
+    FLEX_FROM = 1024
 
     def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        if q.is_cuda and not (self.training and self.attn_dropout):
+        if q.is_cuda and q.shape[-2] >= self.FLEX_FROM and not (self.training and self.attn_dropout):
             return self.flex_mix(q, k, v, grid)
         return super()._mix(q, k, v, grid)
 
