@@ -104,7 +104,8 @@ NO_OPS: tuple[NoOp, ...] = (
     NoOp("features.spectrogram", lambda c: not _reads_spec(c), "model {model!r} reads no spectrogram"),
     NoOp("features.vector", lambda c: "vector" not in _model_inputs(c.model.name),
          "model {model!r} reads no feature vector"),
-    NoOp("features.top_k", lambda c: not _uses_vector(c), "model {model!r} gets no feature vector"),
+    *(NoOp(key, lambda c: not _uses_vector(c), "model {model!r} gets no feature vector")
+      for key in ("features.top_k", "features.peer_centred", "features.stack")),
     NoOp("features.seconds", lambda c: not _uses_spec(c), "only spectrograms are cut to a length, and "
          "model {model!r} gets none"),
     NoOp("features.length_policy", lambda c: not _uses_spec(c), "only spectrograms are cut to a length, "
