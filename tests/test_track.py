@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from pianolab import track
-from pianolab.ab.runner import cell_dir, run_experiment
+from pianolab.ab.cells import cell_dir
+from pianolab.ab.runner import run_experiment
 from pianolab.ab.spec import load_experiment
 
 EXP = {"name": "faults", "hypothesis": "Weaker ridge regularisation fits the symbolic features better.",

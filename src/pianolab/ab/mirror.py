@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from pianolab import track
-from pianolab.ab.runner import cell_dir
+from pianolab.ab.cells import cell_dir
 from pianolab.ab.spec import Experiment
 
 
