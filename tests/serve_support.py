@@ -109,3 +109,31 @@ def wait_for(condition, timeout: float = 30.0, step: float = 0.2):
             return value
         time.sleep(step)
     raise AssertionError("condition not met in time")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def in_chromium(urls: list[str], probe: str, width: int = 900) -> list:
+    """`probe` (a JavaScript function) evaluated on each page in Debian's headless Chromium (Playwright)."""
+    import tempfile
+
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM.is_file(), "Debian's chromium is missing: apt-get install -y --no-install-recommends chromium"
+    found = []
+    with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        browser = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
+                                                        args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_viewport_size({"width": width, "height": 900})
+            for url in urls:
+                page.goto(url, wait_until="load")
+                found.append(page.evaluate(probe))
+        finally:
+            browser.close()
+    return found

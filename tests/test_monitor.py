@@ -106,3 +106,34 @@ def test_drift_measures():
     assert drift.psi(ref, same) < 0.05 < 0.25 < drift.psi(ref, moved)
     assert drift.ks(ref, same)[1] > 0.01 > drift.ks(ref, moved)[1]
     assert drift.outside(ref, same) < 0.01 and drift.outside(ref, ref.max() + 1 + np.abs(same)) == 1.0
+
+
+REPORT_PROBE = """() => ({
+  verdict: document.querySelector('#verdict').innerText,
+  alarms: [...document.querySelectorAll('li.bad')].map(li => li.innerText),
+  drifted: [...document.querySelectorAll('table.drift tr.bad td:first-child')].map(td => td.innerText),
+  rows: document.querySelectorAll('table.drift tr').length,
+  overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+})"""
+
+
+def test_report_in_a_real_browser(served, tmp_path):
+    """The drift report of a transposed batch, opened in headless Chromium at a narrow window."""
+    from serve_support import in_chromium
+
+    from pianolab.serve.model import ServedModel
+    from pianolab.serve.monitor import Thresholds, analyse
+    from pianolab.serve.registry import ModelRegistry
+    from pianolab.serve.report import render_report
+    from pianolab.serve.store import PredictionLog
+
+    srv, reg, items = served
+    _post_batch(srv, items[:WINDOW // 2], AugmentParams(shift=12))
+    model = ServedModel(*ModelRegistry(reg).resolve("champion"))
+    a = analyse(PredictionLog(srv.log_path), model, Thresholds(), last=WINDOW // 2, cache=reg / "references")
+    page = tmp_path / "report.html"
+    page.write_text(render_report(a))
+    (found,) = in_chromium([page.as_uri()], REPORT_PROBE, width=760)
+    assert found["verdict"] == "ALARM" and found["alarms"] == a["alarms"]
+    assert "symbolic:pitch_mean" in found["drifted"] and found["rows"] > 70  # 70 features + 19 dimensions
+    assert not found["overflow"]

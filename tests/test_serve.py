@@ -161,3 +161,30 @@ def test_shap_is_additive_for_every_tree_and_linear_estimator():
         values, base = explainer_for(model, 6)(x[:5])
         assert values.shape == (5, 6, 3)
         assert np.allclose(base + values.sum(axis=1), model.predict(x[:5]), atol=1e-6), type(model).__name__
+
+
+PAGE_PROBE = """() => ({
+  rows: [...document.querySelectorAll('tr.dimension')].map(tr => {
+    const svg = tr.querySelector('svg').getBoundingClientRect();
+    const dot = tr.querySelector('circle').getBoundingClientRect();
+    const bar = tr.querySelector('rect')?.getBoundingClientRect();
+    return {name: tr.dataset.dimension, shown: tr.getBoundingClientRect().height > 0,
+            dotInside: dot.left >= svg.left && dot.right <= svg.right, bar: bar ? bar.width : null,
+            up: tr.querySelector('td.up').innerText, down: tr.querySelector('td.down').innerText};
+  }),
+  overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+  wide: [...document.body.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right >
+    document.documentElement.clientWidth).map(e => `${e.tagName}.${e.className} ${e.getBoundingClientRect().right}`),
+  sizes: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+})"""
+
+
+def test_page_in_a_real_browser(server):
+    from serve_support import in_chromium
+
+    body = server.post_midi(PERFORMANCE).json()
+    (found,) = in_chromium([f"{server.url}/predictions/{body['request_id']}.html"], PAGE_PROBE, width=760)
+    assert [r["name"] for r in found["rows"]] == list(DIMENSIONS)
+    assert all(r["shown"] and r["dotInside"] and r["bar"] > 0 for r in found["rows"])
+    assert all(r["up"].strip() or r["down"].strip() for r in found["rows"])  # every rating has reasons
+    assert not found["overflow"], (found["sizes"], found["wide"][:10])

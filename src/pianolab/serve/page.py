@@ -12,8 +12,9 @@ from pianolab.data.percepiano import DIMENSIONS
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pianolab: {{ title }}</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
-table{border-collapse:collapse} td,th{padding:.25em .6em;border-bottom:1px solid #ddd;vertical-align:top}
+body{font-family:system-ui,sans-serif;margin:1em;max-width:70em}
+table{border-collapse:collapse;width:100%} td,th{padding:.25em .4em;border-bottom:1px solid #ddd;vertical-align:top}
+td,h1{overflow-wrap:anywhere} td.up,td.down{font-size:.9em}
 .up{color:#1b7f3b}.down{color:#b3261e} small{color:#666}
 </style></head><body>
 <h1>{{ title }}</h1>
@@ -22,7 +23,7 @@ table{border-collapse:collapse} td,th{padding:.25em .6em;border-bottom:1px solid
 dot: this performance.{% else %}This run has no held-out ratings to compare with.{% endif %}</p>
 <table id="ratings"><tr><th>dimension</th><th>rating</th><th></th><th>raised by</th><th>lowered by</th></tr>
 {% for r in rows %}<tr class="dimension" data-dimension="{{ r.dimension }}">
-<td>{{ r.dimension }}</td><td>{{ "%.2f"|format(r.rating) }}</td>
+<td>{{ r.dimension.replace("_", " ") }}</td><td>{{ "%.2f"|format(r.rating) }}</td>
 <td><svg width="220" height="18" viewBox="0 0 220 18">
 <line x1="10" y1="9" x2="210" y2="9" stroke="#ccc"/>
 {% if r.lo is not none %}<rect x="{{ r.lo }}" y="4" width="{{ r.hi - r.lo }}" height="10" fill="#ddd"/>

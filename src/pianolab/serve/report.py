@@ -12,7 +12,8 @@ TEMPLATE = """<!doctype html>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}
 table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:right}
-td:first-child,th:first-child{text-align:left}.bad{color:#b3261e;font-weight:600}.ok{color:#1b7f3b}</style></head><body>
+td:first-child,th:first-child{text-align:left}.bad{color:#b3261e;font-weight:600}.ok{color:#1b7f3b}
+.scroll{overflow-x:auto} li{overflow-wrap:anywhere}</style></head><body>
 <h1>Monitoring: {{ a.model }}</h1>
 <p>{{ a.window.requests }} served requests in the window ({{ a.window.predictions_by_model }} predictions by this
 model, answers and shadow); {{ a.rejected }} uploads rejected at the door.</p>
@@ -20,19 +21,21 @@ model, answers and shadow); {{ a.rejected }} uploads rejected at the door.</p>
 <h2 id="verdict" class="{{ 'bad' if a.alarms else 'ok' }}">{{ 'ALARM' if a.alarms else 'no alarm' }}</h2>
 <ul>{% for x in a.alarms %}<li class="bad">{{ x }}</li>{% endfor %}</ul>
 <h2>Latency and live accuracy</h2>
-<table><tr><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>rated</th><th>mean Pearson r</th><th>MAE (1..7)</th></tr>
+<div class="scroll"><table>
+<tr><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>rated</th><th>mean Pearson r</th><th>MAE (1..7)</th></tr>
 <tr>{% for q in ['p50', 'p95', 'p99'] %}<td>{{ fmt(a.latency_ms[q]) if a.latency_ms else '-' }}</td>{% endfor %}
 <td>{{ a.accuracy.n }}</td><td>{{ fmt(a.accuracy.pearson) }}</td><td>{{ fmt(a.accuracy.mae_rating) }}</td></tr></table>
+</div>
 {% for title, df in [('Predicted dimensions', a.predictions), ('Input features', a.features)] %}
 <h2>{{ title }}</h2>{% if df is not none and len(df) %}
-<table class="drift"><tr><th>column</th><th>PSI</th><th>KS</th><th>p (BH)</th><th>outside range</th>
+<div class="scroll"><table class="drift"><tr><th>column</th><th>PSI</th><th>KS</th><th>p (BH)</th><th>outside range</th>
 <th>training median</th><th>served median</th><th>drifted</th></tr>
 {% for r in df.itertuples() %}<tr class="{{ 'bad' if r.drifted else '' }}"><td>{{ r.column }}</td>
 <td>{{ fmt(r.psi) }}</td>
 <td>{{ fmt(r.ks) }}</td><td>{{ fmt(r.p_adjusted) }}</td><td>{{ '%.0f%%'|format(100 * r.outside) }}</td>
 <td>{{ fmt(r.ref_median) }}</td><td>{{ fmt(r.served_median) }}</td><td>{{ 'yes' if r.drifted else '' }}</td>
 </tr>{% endfor %}
-</table>{% else %}<p>none</p>{% endif %}{% endfor %}
+</table></div>{% else %}<p>none</p>{% endif %}{% endfor %}
 </body></html>
 """
 
