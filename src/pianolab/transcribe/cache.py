@@ -15,15 +15,19 @@ from pathlib import Path
 from pianolab.atomic import atomic_path
 from pianolab.audio import load_audio
 from pianolab.errors import PianolabError
-from pianolab.features.store import default_cache_dir, file_sha256
 from pianolab.transcribe.base import make_transcriber
 
 CHUNK = 64
 
 
 def entry_path(audio: Path, transcriber_id: str, cache_dir: Path | None = None) -> Path:
-    key = hashlib.sha256(f"{file_sha256(audio)}|{transcriber_id}".encode()).hexdigest()[:32]
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    audio_sha = hashlib.sha256(Path(audio).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{audio_sha}|{transcriber_id}".encode()).hexdigest()[:32]
+    if cache_dir is None:
+        from pianolab.features.store import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    root = Path(cache_dir)
     return root / "transcriptions" / key[:2] / key / f"{Path(audio).stem.strip() or 'audio'}.mid"
 
 
