@@ -100,7 +100,7 @@ def test_committed_quickstart_report_and_evaluation_in_chromium():
         assert len(p["images"]) >= 10 and len(p["tables"]) >= 20
 
 
-HYPOTHESIS = "Weaker *ridge* regularisation fits the `symbolic` features better | or not."
+HYPOTHESIS = "Less *ridge* shrinkage fits the `symbolic` features better | or not."
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,14 @@ def fresh(tmp_path_factory):
     from pianolab.ab.spec import load_experiment
 
     tmp = tmp_path_factory.mktemp("browser")
+    # under mse (lower is better) ridge alpha 1e8 predicts about the training mean: the futility rule
+    # stops it after 2 seeds, so the report shows a stopped variant beside a decided one
     data = {"name": "browser_tiny", "hypothesis": HYPOTHESIS,
-            "baseline": {"features": {"vector": ["symbolic"]}, "model": {"name": "ridge"},
+            "baseline": {"features": {"vector": ["symbolic"]}, "model": {"name": "ridge", "params": {"alpha": 1000.0}},
                          "track": {"tracker": "none"}},
-            "variants": {"alpha_small": {"model.params.alpha": 0.1}, "alpha_large": {"model.params.alpha": 30.0}},
-            "seeds": 2, "split": {"name": "excerpt", "folds": 2}, "evaluation": ["metrics", "error_analysis"]}
+            "variants": {"awful": {"model.params.alpha": 1.0e8}, "close": {"model.params.alpha": 1.0}},
+            "seeds": 3, "split": {"name": "excerpt", "folds": 2}, "primary_metric": "mse", "rope": 0.002,
+            "early_stop": {"min_seeds": 2}, "evaluation": ["metrics", "error_analysis"]}
     path = tmp / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
     exp, root = load_experiment(path), tmp / "runs"
@@ -134,7 +137,8 @@ def test_fresh_report_and_evaluation_in_chromium(fresh):
     for p in pages:
         check_rendered(p)
     for p in pages[:2]:  # the hypothesis's Markdown is rendered (emphasis, code), not shown as markers
-        check_ab_top(p, HYPOTHESIS.replace("*", "").replace("`", ""), ["alpha_small", "alpha_large"])
+        check_ab_top(p, HYPOTHESIS.replace("*", "").replace("`", ""), ["awful", "close"])
+        assert any(line.startswith("awful: stopped early") for line in p["verdicts"]), p["verdicts"]
     for p in pages[2:]:
         assert {"metrics_per_dimension", "errors_by_metadata"} <= {i["alt"] for i in p["images"]}
         assert len(p["tables"]) >= 10  # metrics per variant and per dimension, errors by each column
@@ -153,7 +157,20 @@ def test_fresh_report_figures_have_legends_and_fit(fresh):
         if make is not dimensions_figure:
             assert all(ax.get_legend() is not None for ax in fig.axes), make.__name__
     power = cells_power_figure(exp, res, a).axes[1]
-    assert {t.get_text() for t in power.get_legend().get_texts()} >= {"alpha_small", "alpha_large", "power 0.8"}
+    assert {t.get_text() for t in power.get_legend().get_texts()} >= {"close", "power 0.8"}
     heat = dimensions_figure(exp, res, a).axes[0]
     low, high = heat.images[0].get_clim()
     assert low == -high and high >= exp.rope  # centred on 0; a difference inside the ROPE stays pale
+
+
+def test_fresh_terminal_table_says_which_interval(fresh):
+    from pianolab.ab.report import terminal_table
+
+    exp, a, _, _ = fresh
+    lines = terminal_table(a).splitlines()
+    assert "95% CI (corrected)" in lines[0]
+    awful = next(line for line in lines if line.startswith("awful"))
+    assert "stopped early" in awful and "(CI unadjusted: outside Holm's family)" in awful
+    close = next(line for line in lines if line.startswith("close"))
+    vd = a["variants"]["close"]["verdict"]
+    assert vd.family == 1 and f"[{vd.ci_low:+8.4f}, {vd.ci_high:+8.4f}]" in close and "(CI" not in close

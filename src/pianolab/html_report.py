@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from markupsafe import Markup
 
 
@@ -34,6 +35,9 @@ def _parser(folder: Path | None) -> MarkdownIt:
         return default_image(tokens, idx, options, env)
 
     md.add_render_rule("image", image)
+    # long snake_case names (dimensions, metrics) may wrap after an underscore, so tables fit narrow windows
+    md.add_render_rule("text", lambda renderer, tokens, idx, options, env:
+                       escapeHtml(tokens[idx].content).replace("_", "_<wbr>"))
     return md
 
 

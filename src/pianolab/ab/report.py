@@ -282,8 +282,9 @@ def plain_verdicts(exp: Experiment, res: Results, a: dict) -> list[dict]:
         vd = row["verdict"]
         low, high, how = _interval(vd)
         p = f"p (Holm) {vd.p_adjusted:.3g}" if vd.family > 1 else f"p {vd.p_adjusted:.3g}"
-        numbers = (f"Δ {res.metric} {_fmt(vd.mean)}, {_ci_text(exp)} ({how}) [{_fmt(low)}, {_fmt(high)}], {p}"
-                   + (f"; stopped after {row['stopped']} seeds" if "stopped" in row else ""))
+        flipped = " (lower is better, so the sign is flipped: positive = better)" if _sign(res) < 0 else ""
+        numbers = (f"Δ {res.metric} {_fmt(vd.mean)}{flipped}, {_ci_text(exp)} ({how}) [{_fmt(low)}, {_fmt(high)}], "
+                   f"{p}" + (f"; stopped after {row['stopped']} seeds" if "stopped" in row else ""))
         lines.append({"variant": v, "label": vd.label, "kind": KINDS.get(vd.label, "other"),
                       "sentence": vd.sentence or vd.reason, "numbers": numbers})
     return lines
@@ -306,7 +307,8 @@ def evidence_markdown(exp: Experiment, res: Results, a: dict, plot_paths: dict, 
              *(["- **environment differs between cells** (results may depend on it): " + "; ".join(res.environment)]
                if res.environment else ["- every cell recorded the same environment (GPU, threads, Python, packages)"]),
              "", "### Verdicts in numbers (corrected repeated-CV t-test, Holm across variants)", "",
-             f"| variant | mean | Δ vs baseline | {ci} | p (Holm) | P(better) / P(ROPE) / P(worse) | verdict |",
+             f"| variant | mean | Δ vs baseline (positive = better) | {ci} | p (Holm) | P(better) / P(ROPE) / P(worse) "
+             "| verdict |",
              "|---|---|---|---|---|---|---|"]
     for v, row in a["variants"].items():
         if v == BASELINE:
@@ -394,14 +396,18 @@ def _evaluation(exp: Experiment, root: Path | None, echo) -> str:
 
 
 def terminal_table(a: dict) -> str:
-    rows = [f"{'variant':<28} {'mean':>8} {'delta':>9} {'95% CI (corrected)':>22} {'p Holm':>8}  verdict"]
+    """The verdict table for the terminal: the interval beside the Holm p is the adjusted one (`_interval`)."""
+    decided = [row["verdict"] for v, row in a["variants"].items() if v != BASELINE]
+    ci = f"{100 * (1 - decided[0].alpha):g}% CI (corrected)" if decided else "CI"
+    rows = [f"{'variant':<28} {'mean':>8} {'delta':>9} {ci:>22} {'p Holm':>8}  verdict"]
     for v, row in a["variants"].items():
         if v == BASELINE:
             rows.append(f"{v:<28} {row['mean']:8.4f}")
         else:
             vd = row["verdict"]
-            rows.append(f"{v:<28} {row['mean']:8.4f} {vd.mean:+9.4f} [{vd.ci_low:+8.4f}, {vd.ci_high:+8.4f}] "
-                        f"{vd.p_adjusted:8.3g}  {vd.label}")
+            low, high, how = _interval(vd)
+            rows.append(f"{v:<28} {row['mean']:8.4f} {vd.mean:+9.4f} [{low:+8.4f}, {high:+8.4f}] "
+                        f"{vd.p_adjusted:8.3g}  {vd.label}" + (f"  (CI {how})" if vd.family != 1 else ""))
     return "\n".join(rows)
 
 
