@@ -116,8 +116,9 @@ def _secondary_table(exp: Experiment, root) -> list[str]:
 
 def _plots(exp: Experiment, res: Results, a: dict, out: Path) -> dict[str, Path]:
     """The report's figures as PNG files under `out`."""
-    paths = {"forest": plots.save(forest_figure(exp, res, a), out, "forest"),
-             "dimensions": plots.save(dimensions_figure(exp, res, a), out, "dimensions")}
+    paths = {"forest": plots.save(forest_figure(exp, res, a), out, "forest")}
+    if _others(res):  # none when the early-stop rule stopped every variant
+        paths["dimensions"] = plots.save(dimensions_figure(exp, res, a), out, "dimensions")
     paths["cells_power"] = plots.save(cells_power_figure(exp, res, a), out, "cells_power")
     curves = _curves(res)
     if curves:
