@@ -35,7 +35,7 @@ def cut(est, gb_iters: int, et_trees: int):
     small = copy.deepcopy(est)
     gb, et = small.estimator.fitted_
     for h in gb.estimators_:
-        h._predictors, h.n_iter_ = h._predictors[:gb_iters], min(h.n_iter_, gb_iters)
+        h._predictors = h._predictors[:gb_iters]  # n_iter_ is len(_predictors)
     et.estimators_, et.n_estimators = et.estimators_[:et_trees], et_trees
     return small
 
@@ -68,6 +68,8 @@ def main() -> None:
             small = cut(est, *g)
             s = summarise(y, small.predict(test) * norm["y_std"] + norm["y_mean"], groups)
             res[g].append((s["pearson"], s["within_excerpt_pearson"], size_mb(small)))
+            print(f"fold {fold} {g[0]}:{g[1]} r {res[g][-1][0]:.4f} within {res[g][-1][1]:.4f} "
+                  f"{res[g][-1][2]:.2f} MB", flush=True)
         print(f"fold {fold} done ({time.perf_counter() - started:.0f} s)", flush=True)
     out = io.StringIO()
     out.write(f"folds {args.folds_run} of excerpt-k4 split seed 100, training seed 0, min_samples_leaf 2\n")

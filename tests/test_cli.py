@@ -48,14 +48,14 @@ def test_predict_with_the_shipped_default_model(tmp_path):
     out = run("predict", midi, str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p.csv"))
     assert out.returncode == 2 and "no such file" in out.stderr  # a missing input is named
     (tmp_path / "bad.txt").write_text("x")
-    out = run("predict", midi, str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p.csv"))
-    assert out.returncode == 0, out.stderr
-    assert "bad.txt: not a MIDI file" in out.stderr
+    out = run("predict", midi, str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p.csv"), "--overwrite")
+    assert out.returncode == 2, out.stderr  # any failed file: exit 2, the others still predicted
+    assert "bad.txt: not a MIDI" in out.stderr
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "p.csv")
-    assert list(df["stem"]) == ["Schubert_D960_mv3_8bars_3_12"] and df.shape == (1, 20)
-    assert df.iloc[0, 1:].between(0, 1).all()
+    assert list(df["stem"]) == ["Schubert_D960_mv3_8bars_3_12"] and df.shape == (1, 22)
+    assert list(df["model"]) == ["with-score"] and df.iloc[0, 3:].between(0, 1).all()
 
 
 def test_features_warm_up_fills_numbas_cache(tmp_path):

@@ -4,7 +4,7 @@ column) or, for a PercePiano file, its excerpt's score MIDI.
 Given scores are registered for the duration of a call (`given_scores`), keyed by the performance's
 real path (symlinks resolved), so a link and its target find the same score. A PercePiano name is
 looked up beside its own data tree (`<midi>/../../score_midi/`) and then in the default data root.
-MusicXML scores are converted to MIDI once with partitura (kept in the feature cache by content hash).
+MusicXML scores are converted to MIDI once with partitura (kept in the temporary folder by content hash).
 The feature cache key of a score-aware kind includes the score's content hash (`input_key`), so a
 changed score never serves stale features. Registrations live in this process (predict builds
 features inline); parallel training builds use the PercePiano lookup only.
@@ -84,9 +84,9 @@ def score_midi(score: Path | str) -> Path:
         return score
     if suffix not in XML_SUFFIXES:
         raise fail(score, "not a score file (MIDI .mid/.midi or MusicXML .musicxml/.xml/.mxl)")
-    from pianolab.features.store import default_cache_dir
+    import tempfile
 
-    out = default_cache_dir() / "scores" / f"{file_sha(score)}.mid"
+    out = Path(tempfile.gettempdir()) / "pianolab-scores" / f"{file_sha(score)}.mid"  # keyed by content
     if not out.is_file():
         import warnings
 
