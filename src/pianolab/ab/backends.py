@@ -153,7 +153,7 @@ def threads(exp: Experiment, cells: list[Cell], opts: RunOptions):
     if clash is not None:
         raise PianolabError(f"backend 'threads' cannot run {clash.variant!r}: train.compile and "
                             "train.deterministic are settings of the whole process; use --backend local")
-    pin_threads(opts.cell_threads * max(1, opts.jobs))  # one process: the threads' cores together
+    pin_threads(opts.threads or len(os.sched_getaffinity(0)))  # one process shares its threads between cells
     shared = _inputs_read_once(cells)
     if any(_on_gpu(c) for c in cells):
         from pianolab.models.noise import fused_uniform
