@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from pianolab import track
-from pianolab.ab import tuning
 from pianolab.ab.runner import cell_dir, run_experiment
 from pianolab.ab.spec import load_experiment
 from pianolab.config import config_from_dict, config_hash, replace
