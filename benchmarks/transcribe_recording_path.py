@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 MODELS = {  # name: (vector feature kinds, estimator)
-    "default (gradient_boosting, symbolic)": (["symbolic"], "gradient_boosting"),
-    "with-score (ensemble_gb_et, symbolic_aligned + symbolic_relative)":
-        (["symbolic_aligned", "symbolic_relative"], "ensemble_gb_et"),
+    "default": (["symbolic"], "gradient_boosting"),
+    "with-score": (["symbolic_aligned", "symbolic_relative"], "ensemble_gb_et"),
 }
 
 
@@ -95,7 +94,8 @@ def main(argv=None) -> None:
     lines = []
     for name, m in res["models"].items():
         labels = list(m["rows"])
-        lines += [f"### {name} ({m['items_used']} performances)", "",
+        kinds, est = MODELS[name]
+        lines += [f"### {name}: {est} on {' + '.join(kinds)} ({m['items_used']} performances)", "",
                   "| dimension | " + " | ".join(labels) + " | loss (clean -> transcribed) |",
                   "|---|" + "---|" * (len(labels) + 1)]
         for d in ["mean", *DIMENSIONS]:
