@@ -58,25 +58,24 @@ def test_a_changed_score_invalidates_cached_features(tmp_path, monkeypatch):
 
 
 def test_score_option_musicxml_and_the_model_each_file_goes_to(tmp_path):
+    from pianolab.predict import predict_table
+
     takes = []
     for name in ("take one.mid", "take two.mid"):
         shutil.copy(PERF, tmp_path / name)
         takes.append(tmp_path / name)
-    out = tmp_path / "p.csv"
-    res = run("predict", *takes, "--score", SCORE, "--out", out)
+    res = run("predict", *takes, "--score", SCORE_XML, "--out", tmp_path / "xml.csv")
     assert res.returncode == 0, res.stderr
     assert "model used: with-score for 2" in res.stdout
-    by_midi = pd.read_csv(out)
-    res = run("predict", PERF, *takes, "--score", SCORE_XML, "--out", out, "--overwrite")
-    assert res.returncode == 0, res.stderr
-    by_xml = pd.read_csv(out)
-    assert list(by_xml["model"]) == ["with-score"] * 3  # the PercePiano file's own score is found
-    dims = by_xml.columns[3:]
-    found = by_xml.iloc[0][dims].to_numpy(float)  # PercePiano's score MIDI, found by name
-    assert np.allclose(by_midi[dims].to_numpy(float), found, atol=1e-4)  # --score with the same MIDI: same
-    assert np.abs(by_xml.iloc[1][dims].to_numpy(float) - found).max() < 0.05  # MusicXML: close
-    res = run("predict", takes[0], "--out", out, "--overwrite")  # no score: the default model
-    assert res.returncode == 0 and "model used: default for 1" in res.stdout
+    res = run("predict", PERF, takes[0], "--out", tmp_path / "found.csv")  # no --score
+    assert res.returncode == 0 and "model used: with-score for 1, default for 1" in res.stdout, res.stdout
+    by_xml, found = pd.read_csv(tmp_path / "xml.csv"), pd.read_csv(tmp_path / "found.csv")
+    assert list(found["model"]) == ["with-score", "default"]  # PercePiano's score found by name; none for a take
+    dims = list(found.columns[3:])
+    own = found.iloc[0][dims].to_numpy(float)
+    given, errors = predict_table([takes[0]], scores={takes[0]: SCORE})  # the same score, given by hand
+    assert errors == [] and np.allclose(given[dims].to_numpy(float), own, atol=1e-5)
+    assert np.abs(by_xml[dims].to_numpy(float) - own).max() < 0.05  # MusicXML through partitura: close
 
 
 def test_a_missing_score_is_named_and_the_others_still_run(tmp_path):

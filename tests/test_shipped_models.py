@@ -38,7 +38,7 @@ def test_shipped_cards_state_the_measured_accuracy_the_poles_and_the_range(name)
     shipped, committed = yaml.safe_load((folder / "config.yaml").read_text()), to_dict(load_config(CONFIGS[name]))
     for section in ("features", "model"):  # the model is built from the committed config
         assert shipped[section] == committed[section], section
-    assert sum(p.stat().st_size for p in folder.iterdir()) < 8e6  # small enough for the package
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 13e6  # small enough for the package
 
 
 def test_with_score_card_has_human_only_figures():
