@@ -162,7 +162,9 @@ def test_symbolic_batchnorm():
 
 
 FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter": 10, "n_jobs": 1},
-        "ridge": {}, "ensemble_rf_gb": {}, "extra_trees": {"n_estimators": 30}, "ensemble_gb_et": {}}
+        "ridge": {}, "ensemble_rf_gb": {}, "extra_trees": {"n_estimators": 30}, "ensemble_gb_et": {},
+        "lightgbm": {"n_estimators": 100, "learning_rate": 0.1}, "xgboost": {"n_estimators": 100, "learning_rate": 0.1},
+        "catboost": {"iterations": 100, "learning_rate": 0.1}}
 
 
 @pytest.mark.parametrize("name", ESTIMATORS.names())

@@ -127,9 +127,17 @@ def test_predict_real_bad_and_mismatched(tmp_path, dataset):
         predict_files(good, folder)
 
 
-def test_predict_wav_and_midi_with_a_spectrogram_model(tmp_path, dataset):
-    """A spectrogram-only checkpoint predicts recorded WAV files and rendered MIDI alike."""
+def test_predict_wav_and_midi_with_a_spectrogram_model(tmp_path, dataset, monkeypatch):
+    """A spectrogram-only checkpoint hears recorded WAV files as they are (no transcription) and
+    renders MIDI."""
     import wave
+
+    import pianolab.transcribe
+
+    def no_transcription(*args, **kwargs):
+        raise AssertionError("a spectrogram-only model must hear the recording, not its transcription")
+
+    monkeypatch.setattr(pianolab.transcribe, "transcribe_files", no_transcription)
 
     import yaml
 

@@ -129,14 +129,15 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     """Predictions (path, stem, model + 19 named columns, 0..1) for the files that worked, and one
     error line for each file that did not. `scores`: the score file of some performances (MIDI or
     MusicXML); `groups`: their excerpt, for a peer-centred model. Without `model`, a performance with a
-    score (given or found) goes to the shipped `with-score` model, the others to `default`. WAV only
-    for spectrogram-only models. Warnings (e.g. a peer-centred model given unrelated files) are issued
+    score (given or found) goes to the shipped `with-score` model, the others to `default`. Recordings
+    are transcribed to MIDI first, except for a spectrogram-only model, which hears them as they are. Warnings (e.g. a peer-centred model given unrelated files) are issued
     as `PredictWarning`."""
     from pianolab.features.scores import find_score, given_scores
 
     req = Request([Path(p) for p in paths], {Path(k): Path(v) for k, v in (scores or {}).items()},
                   {Path(k): v for k, v in (groups or {}).items()})
-    req, recordings, errors = _transcribed(req)
+    req, recordings, errors = (req, {}, []) if model is not None and _hears_audio(resolve_model(model)) \
+        else _transcribed(req)
     frames = []
     with given_scores(req.scores):
         routes: dict[Path, list[Path]] = {}
@@ -155,6 +156,12 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     frames = [f for f in frames if len(f)]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     return _as_recordings(out, errors, recordings)
+
+
+def _hears_audio(folder: Path) -> bool:
+    """Whether the model in `folder` reads spectrograms only: it takes recordings as they are."""
+    cfg = _load_run(folder)[1]
+    return bool(cfg.features.spectrogram) and not cfg.features.vector
 
 
 def _transcribed(req: Request) -> tuple[Request, dict[Path, Path], list[str]]:
@@ -200,7 +207,7 @@ def _predict_with(folder: Path, files: list[Path], req: Request, device: str) ->
 
     folder, cfg = _load_run(folder)
     name = model_name(folder)
-    audio_ok = bool(cfg.features.spectrogram) and not cfg.features.vector
+    audio_ok = _hears_audio(folder)
     errors, midi, wavs = [], [], []
     for p in files:
         if p.suffix.lower() in MIDI:
