@@ -163,6 +163,31 @@ class TuningConfig:
 
 
 @dataclass(frozen=True)
+class ContinualConfig:
+    """Learning new dimensions without forgetting (`pianolab.adapt.continual`): phase 1 trains on the
+    `first` dimensions, phase 2 adds the rest with the strategy; none = one ordinary phase."""
+
+    strategy: str = "none"  # none | joint | naive | replay | ewc | lwf
+    first: tuple[str, ...] = ("timing", "articulation", "pedal")  # dimension names or categories
+    replay_fraction: float = _in(0.2, 0, 1, lo_open=True)  # replay: phase-1 items kept with their labels
+    ewc_lambda: float = _in(100.0, 0, lo_open=True)  # ewc: weight of the Fisher penalty
+    lwf_weight: float = _in(1.0, 0, lo_open=True)  # lwf: weight of the phase-1 model's outputs as targets
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Self-supervised pretraining before the fit (`pianolab.adapt.pretrain`) on unlabelled inputs: the
+    training fold's items, their excerpts' score MIDI, augmented copies and `corpus` (never the test fold)."""
+
+    method: str = "none"  # none | masked_feature (vector MLP) | masked_patch (AST, SSAST-style)
+    epochs: int = _in(50, 1)
+    mask_ratio: float = _in(0.3, 0, 1, lo_open=True, hi_open=True)
+    scores: bool = True  # add the score MIDI of the training fold's excerpts
+    copies: int = _in(0, 0)  # MIDI-augmented copies (preset medium) of the training fold's items
+    corpus: tuple[str, ...] = ()  # MIDI files or folders of unlabelled MIDI
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -174,6 +199,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
@@ -282,6 +309,10 @@ def identity_dict(cfg: RunConfig) -> dict:
         d["optim"]["warmup_frac"] = SCHEDULE_WARMUP.get(cfg.optim.schedule, 0.0)
     if not cfg.tuning.trials:
         d.pop("tuning")  # tuning off: its settings cannot change the run
+    for section, off in (("continual", cfg.continual == ContinualConfig()),
+                         ("pretrain", cfg.pretrain == PretrainConfig())):
+        if off:  # the default: runs keep the hashes they had before the option
+            d.pop(section)
     for option in ("peer_centred", "stack"):  # off: runs keep the hashes they had before the option
         if not getattr(cfg.features, option):
             d["features"].pop(option)

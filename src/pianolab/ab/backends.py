@@ -133,8 +133,9 @@ def _train_pack(exp_name: str, variant: str, todo: list, threads: int) -> list[d
 
 
 def _packable(cfg) -> bool:
-    """Neural cells of one variant stack when they share every setting; tuned cells may not."""
-    return not is_estimator(cfg.model.name) and not cfg.tuning.trials
+    """Neural cells of one variant stack when they share every setting; tuned cells may not, nor
+    continual learning (two phases with their own heads and losses)."""
+    return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none"
 
 
 @BACKENDS.register("threads")

@@ -419,6 +419,10 @@ def neural_parts(cell: Cell, device: torch.device, shared: SharedSpec | None = N
         else:
             rows = torch.tensor([shared.row_of[int(i)] for i in getattr(cell.roles, r)], device=device)
             roles[r] = SharedRows(batch, target, shared.spec, rows, norm["spec_mean"], norm["spec_std"])
+    if cfg.pretrain.method != "none":  # self-supervised, on the training fold's inputs (issue 23 §4)
+        from pianolab.adapt.pretrain import pretrain
+
+        pretrain(cell, model, [roles["train"], roles["val"]], device)
     train = roles["train"]
     trainer = Trainer(cfg, model, device, steps_per_epoch=max(1, len(train) // cfg.train.batch_size))
     return Neural(model, shape_kw, trainer, train, roles["val"], roles["test"])
@@ -429,6 +433,11 @@ def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
     net = neural_parts(cell, device)
     trainer, train, val = net.trainer, net.train, net.val
     log = _resume(folder, trainer) if folder is not None else (lambda rec: None)
+    if cfg.continual.strategy != "none":  # two phases, old then new dimensions (issue 23 §3)
+        from pianolab.adapt.continual import fit_continual
+
+        fit_continual(cell, net, device, log, _mean_pearson)
+        return save_neural(cell, net)
     budget = cfg.train.max_seconds
     started = time.perf_counter()
     while trainer.epoch < cfg.train.epochs and not trainer.should_stop:

@@ -83,6 +83,13 @@ class NoOp:
 
 
 _GRADIENT_ONLY = "model {model!r} is a scikit-learn estimator (no gradient training)"
+
+
+def _continual_off(cfg: RunConfig, key: str) -> bool:
+    from pianolab.adapt.continual import option_no_effect
+
+    return option_no_effect(cfg, key)
+
 NO_OPS: tuple[NoOp, ...] = (
     *(NoOp(key, _estimator, _GRADIENT_ONLY) for key in (
         "optim", "objective.name", "objective.params", "regularize", "train.epochs", "train.batch_size",
@@ -112,6 +119,11 @@ NO_OPS: tuple[NoOp, ...] = (
          "and model {model!r} gets none"),
     NoOp("features.renderer", lambda c: not _uses_audio(c), "no feature of model {model!r} is computed "
          "from rendered audio"),
+    *(NoOp(key, _estimator, _GRADIENT_ONLY) for key in ("continual", "pretrain")),
+    *(NoOp(f"continual.{key}", lambda c, key=key: _continual_off(c, key),
+           "only the strategy it belongs to reads it (continual.strategy)")
+      for key in ("first", "replay_fraction", "ewc_lambda", "lwf_weight")),
+    NoOp("pretrain", lambda c: c.pretrain.method == "none", "pretraining is off (pretrain.method: none)"),
     NoOp("tuning", lambda c: c.tuning.trials == 0, "tuning runs only with tuning.trials > 0"),
 )
 
@@ -135,6 +147,8 @@ def set_keys(cfg: RunConfig) -> list[str]:
 
 def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
     """Key -> (valid names, the names the config uses there)."""
+    from pianolab.adapt.continual import STRATEGIES as CONTINUAL
+    from pianolab.adapt.pretrain import METHODS as PRETRAIN
     from pianolab.data.splits import STRATEGIES
     from pianolab.features.kinds import FEATURE_KINDS, register_all
     from pianolab.features.spectrogram import LENGTH_POLICIES
@@ -162,6 +176,8 @@ def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
         "optim.schedule": (SCHEDULES.names(), [cfg.optim.schedule]),
         "augment.preset": (PRESETS.names(), [cfg.augment.preset]),
         "track.tracker": (SINKS.names(), [cfg.track.tracker]),
+        "continual.strategy": (["none", *CONTINUAL.names()], [cfg.continual.strategy]),
+        "pretrain.method": (["none", *PRETRAIN.names()], [cfg.pretrain.method]),
     }
 
 
@@ -218,8 +234,23 @@ def _objective_options(cfg: RunConfig) -> None:
     make_objective(cfg.objective.name, **cfg.objective.params)
 
 
+def _continual_options(cfg: RunConfig) -> None:
+    from pianolab.adapt.continual import check
+
+    if why := check(cfg):
+        raise PianolabError(why)
+
+
+def _pretrain_options(cfg: RunConfig) -> None:
+    from pianolab.adapt.pretrain import check
+
+    if why := check(cfg):
+        raise PianolabError(why)
+
+
 _OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
-            "objective.params": _objective_options}
+            "objective.params": _objective_options, "continual": _continual_options,
+            "pretrain": _pretrain_options}
 
 
 def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
