@@ -108,6 +108,16 @@ def _masked_feature(model, cfg: RunConfig):
     return [model.body], [decoder], loss
 
 
+def patch_tokens(conv: nn.Conv2d, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The patch embeddings (B, N, dim) of `spec` (B, C, F, T) before positions, time-major like
+    `PatchEncoder`, the raw patches (B, N, C*p*p) in the same order, and the (f, t) grid."""
+    x = conv(spec)  # (B, dim, f, t)
+    f, t = x.shape[-2:]
+    tokens = x.permute(0, 3, 2, 1).flatten(1, 2)  # (B, t*f, dim)
+    target = F.unfold(spec, conv.kernel_size, stride=conv.stride)  # (B, C*p*p, f*t), frequency-major
+    return tokens, target.unflatten(2, (f, t)).permute(0, 3, 2, 1).flatten(1, 2), (f, t)
+
+
 def _masked_patch(model, cfg: RunConfig):
     """Encoder + mask token + linear decoder; loss: squared error on the masked patches."""
     enc = model.encoder
@@ -123,12 +133,7 @@ def _masked_patch(model, cfg: RunConfig):
     ratio = cfg.pretrain.mask_ratio
 
     def loss(batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-        spec = batch["spec"].float()
-        x = conv(spec)  # (B, dim, f, t)
-        f, t = x.shape[-2:]
-        tokens = x.permute(0, 3, 2, 1).flatten(1, 2)  # (B, t*f, dim), time-major like PatchEncoder
-        target = F.unfold(spec, conv.kernel_size, stride=conv.stride)  # (B, C*p*p, f*t), frequency-major
-        target = target.unflatten(2, (f, t)).permute(0, 3, 2, 1).flatten(1, 2)  # (B, t*f, C*p*p)
+        tokens, target, (f, t) = patch_tokens(conv, batch["spec"].float())
         mask = torch.rand(tokens.shape[:2], generator=gen, device=spec.device) < ratio
         tokens = torch.where(mask[..., None], token.to(tokens.dtype), tokens) + enc._pos(f, t)
         cls = (enc.cls_token + enc.cls_pos).expand(len(tokens), -1, -1)
