@@ -188,6 +188,17 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    """Domain adaptation (`pianolab.adapt.domain`): train on a source domain, rate the target's items."""
+
+    method: str = "none"  # none | standardise | coral | self_training | dann
+    target: str | None = None  # registered domain (pianolab.adapt.domain.DOMAINS) or a folder of MIDI/audio
+    source: str | None = None  # the same; default percepiano (the project's performance MIDI)
+    train_on: str = "source"  # 'target': the upper bound, trained on the target's own labels
+    params: dict = field(default_factory=dict)  # the method's options (e.g. coral eps, self_training rounds)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -199,6 +210,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
@@ -313,6 +325,8 @@ def identity_dict(cfg: RunConfig) -> dict:
                          ("pretrain", cfg.pretrain == PretrainConfig())):
         if off:  # the default: runs keep the hashes they had before the option
             d.pop(section)
+    if cfg.domain == DomainConfig():
+        d.pop("domain")  # no domain shift: runs keep the hashes they had before the option
     for option in ("peer_centred", "stack"):  # off: runs keep the hashes they had before the option
         if not getattr(cfg.features, option):
             d["features"].pop(option)

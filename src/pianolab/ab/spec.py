@@ -264,8 +264,10 @@ def _check_factors(exp: Experiment, variant: Variant, base: RunConfig, cfg: RunC
 def _check_configs(exp: Experiment, configs: dict[str, RunConfig]) -> None:
     """Names, options and no-ops of every variant (pianolab.train.validate): a key a variant sets must
     act in that variant; a key the baseline sets must act in at least one config that inherits it."""
+    from pianolab.adapt.domain import check_paired
     from pianolab.train.validate import check_config, no_effect, set_keys
 
+    check_paired(configs, exp.source)  # every variant rates the same target items
     for v, cfg in configs.items():
         check_config(cfg, f"{exp.source} (variant {v})", exp._variant(v).overrides if v != BASELINE else ())
     base = leaves(to_dict(configs[BASELINE]))

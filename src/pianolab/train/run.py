@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ class Roles:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    # with a domain shift (`domain.target`): the target's unlabelled items of the training part
+    unlabelled: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
 
 def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[Roles, dict]:
@@ -50,12 +52,20 @@ def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[R
     keep = (lambda s: not dataset.items[dataset.index[s]].deadpan) if d.humans_only else (lambda s: True)
     train = np.array([dataset.index[s] for s in fold.train if keep(s)])
     test = np.array([dataset.index[s] for s in fold.test if keep(s)])
+    unlabelled, domain_meta = np.array([], dtype=int), {}
+    if cfg.domain.target:  # train on the source domain, rate the target's items (pianolab.adapt.domain)
+        from pianolab.adapt.domain import domain_roles
+
+        dom = domain_roles(cfg.domain, dataset, train, test)
+        train, test, unlabelled, domain_meta = dom.train, dom.test, dom.unlabelled, dom.meta()
     train, val = carve_val(dataset, train, val_fraction, np.random.default_rng(cfg.train.seed + 7919 * d.fold))
     meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
             "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
             "feature_versions": feature_versions(cfg), "n_train": len(train), "n_val": len(val),
             "n_test": len(test)}
-    return Roles(train, val, test), meta
+    roles = Roles(train, val, test)
+    roles.unlabelled = unlabelled
+    return roles, {**meta, **domain_meta}
 
 
 def feature_versions(cfg: RunConfig) -> dict[str, int]:
@@ -142,9 +152,11 @@ class Loaded:
 
 
 def load_items(cfg: RunConfig, dataset: Dataset, idx: np.ndarray, device: torch.device,
-               progress: bool = False) -> Loaded:
-    """Features of the items `idx` (dataset indices); one failed item is an error."""
-    inputs = load_inputs(cfg.features, [dataset.items[i].midi_path for i in idx],
+               progress: bool = False, paths: list[Path] | None = None) -> Loaded:
+    """Features of the items `idx` (dataset indices), read from their PercePiano MIDI or from `paths`
+    (one file per index, e.g. another domain's); one failed item is an error."""
+    paths = [dataset.items[i].midi_path for i in idx] if paths is None else paths
+    inputs = load_inputs(cfg.features, paths,
                          device=str(device), progress=progress)
     if not inputs.ok.all():
         bad = [dataset.items[i].stem for i, good in zip(idx, inputs.ok, strict=True) if not good]
@@ -156,6 +168,25 @@ def load_all_items(cfg: RunConfig, device: torch.device) -> Loaded:
     """Every item of `cfg`'s dataset, read once for several cells that share its feature settings."""
     dataset = load_dataset(cfg.data.root)
     return load_items(cfg, dataset, np.arange(len(dataset)), device)
+
+
+def _load_domain(cfg: RunConfig, dataset: Dataset, roles: Roles, device: torch.device, progress: bool):
+    """A domain cell's inputs (`pianolab.adapt.domain.DomainLoaded`): the training part from the
+    source's files (the target's for `train_on: target`), test items and unlabelled pool from the
+    target's, plus the target's files that name no item."""
+    from pianolab.adapt.domain import DomainLoaded, corpora
+
+    source, target = corpora(cfg.domain, dataset)
+    labelled = target if cfg.domain.train_on == "target" else source
+    fit, rate = np.concatenate([roles.train, roles.val]), np.concatenate([roles.test, roles.unlabelled])
+    files = lambda corpus, idx: [corpus.items[dataset.stems[i]] for i in idx]  # noqa: E731
+    src = load_items(cfg, dataset, fit, device, progress, files(labelled, fit))
+    tgt = load_items(cfg, dataset, rate, device, progress, files(target, rate))
+    extra = None
+    if target.extra:
+        extra = load_inputs(cfg.features, list(target.extra), device=str(device), progress=progress)
+        extra = extra.subset(np.flatnonzero(extra.ok))
+    return DomainLoaded(dataset, src, tgt, extra)
 
 
 def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
@@ -173,6 +204,8 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
         track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant,
                                       "threads": torch.get_num_threads()})
+    if cfg.domain.target:  # other files than the dataset's: read per cell
+        loaded = _load_domain(cfg, dataset, roles, device, progress)
     if loaded is None:
         loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
     if cfg.tuning.trials:
@@ -206,7 +239,8 @@ def _check_features(cfg: RunConfig) -> None:
 def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None, device: torch.device) -> Cell:
     """A cell on `roles`: inputs per role (training items with their augmented copies), scaling and
     target standardisation fitted on the training part."""
-    part = {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
+    part = loaded.parts(roles) if cfg.domain.target else \
+        {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
     if cfg.features.peer_centred:
         part = _with_peers(cfg, loaded.dataset, roles, part)
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
@@ -215,6 +249,10 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     group = loaded.dataset.column("group")
     groups = {"train": np.concatenate([group[roles.train]] * _copies(cfg)), "val": group[roles.val]}
     prepared, norm = _prepare(cfg, part, targets, groups)
+    if cfg.domain.target:  # standardise / coral: on the scaled vectors
+        from pianolab.adapt.domain import align_features
+
+        prepared = align_features(cfg.domain, prepared)
     return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm)
 
 
@@ -222,6 +260,11 @@ def fit_cell(cell: Cell, device: torch.device) -> dict[str, np.ndarray]:
     """Fit the cell's model on its training part (saved in its folder, if any); returns the
     de-standardised predictions of its 'val' and 'test' items."""
     fit = _fit_estimator if cell.estimator else _fit_neural
+    if cell.cfg.domain.method == "self_training":  # first pseudo-label the unlabelled target pool
+        from pianolab.adapt.domain import method_params, self_train
+
+        rounds = int(method_params(cell.cfg.domain)["rounds"])
+        cell = self_train(cell, lambda c: fit(c, device), rounds)
     return fit(cell, device)
 
 
@@ -431,6 +474,8 @@ def neural_parts(cell: Cell, device: torch.device, shared: SharedSpec | None = N
 def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
     cfg, folder = cell.cfg, cell.folder
     net = neural_parts(cell, device)
+    if cfg.domain.method == "dann":  # adversarial alignment with the unlabelled target pool
+        net = _with_dann(cell, net, device)
     trainer, train, val = net.trainer, net.train, net.val
     log = _resume(folder, trainer) if folder is not None else (lambda rec: None)
     if cfg.continual.strategy != "none":  # two phases, old then new dimensions (issue 23 §3)
@@ -452,6 +497,18 @@ def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
             break  # equal wall time for every variant (plan budget); not bit-reproducible by nature
     return save_neural(cell, net)
 
+
+
+def _with_dann(cell: Cell, net: Neural, device: torch.device) -> Neural:
+    """`net` with a trainer whose model carries DANN's domain classifier (`pianolab.adapt.domain`);
+    `net.model` stays the task model (what the checkpoint holds)."""
+    from pianolab.adapt.domain import attach_dann, method_params
+    from pianolab.train.trainer import Trainer
+
+    pool = _to_device(cell.part["unlabelled"], device, cell.norm)
+    steps = max(1, len(net.train) // cell.cfg.train.batch_size)
+    return attach_dann(net, pool, method_params(cell.cfg.domain),
+                       lambda model: Trainer(cell.cfg, model, device, steps_per_epoch=steps))
 
 def _resume(folder: Path, trainer) -> Callable[[dict], None]:
     """Load the folder's state.pt if any, drop metrics records past it; returns the record writer."""

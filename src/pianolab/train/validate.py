@@ -257,6 +257,9 @@ def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None)
     """Refuse unknown names, refused options and set keys without effect (see the module docstring)."""
     config_from_dict(to_dict(cfg), source)  # the ranges again: `replace` (e.g. --seed) does not check them
     _check_names(cfg, source)
+    from pianolab.adapt.domain import check_domain
+
+    check_domain(cfg, source)  # a domain section that cannot act (pianolab.adapt.domain)
     for key, check in _OPTIONS.items():
         try:
             check(cfg)
