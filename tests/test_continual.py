@@ -32,6 +32,15 @@ def _run(tmp_path, name, cfg):
     return json.loads((tmp_path / name / continual.RESULT_FILE).read_text())
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: small models on a shared 2-core machine are much slower with more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def test_first_dimensions_by_category_and_name():
     idx = continual.first_dimensions(("timing", "articulation", "pedal"))
     assert [DIMENSIONS[i] for i in idx] == list(DIMENSIONS[:5])
@@ -43,7 +52,6 @@ def test_first_dimensions_by_category_and_name():
 
 
 def test_naive_forgets_more_than_replay_and_phase1_never_sees_new_labels(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
     naive = _run(tmp_path, "naive", _cfg("naive"))
     replay = _run(tmp_path, "replay", _cfg("replay", replay_fraction=0.3))
     assert naive["first"] == list(DIMENSIONS[:5]) and len(naive["new"]) == 14

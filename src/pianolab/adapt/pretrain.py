@@ -134,7 +134,7 @@ def _masked_patch(model, cfg: RunConfig):
 
     def loss(batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         tokens, target, (f, t) = patch_tokens(conv, batch["spec"].float())
-        mask = torch.rand(tokens.shape[:2], generator=gen, device=spec.device) < ratio
+        mask = torch.rand(tokens.shape[:2], generator=gen, device=tokens.device) < ratio
         tokens = torch.where(mask[..., None], token.to(tokens.dtype), tokens) + enc._pos(f, t)
         cls = (enc.cls_token + enc.cls_pos).expand(len(tokens), -1, -1)
         h = enc.pos_drop(torch.cat([cls.to(tokens.dtype), tokens], 1))
@@ -164,7 +164,7 @@ def corpus_files(cell: Cell) -> tuple[list[Path], dict]:
     files, counts = [], {"score_midi": 0, "corpus": 0, "dropped_items": 0}
 
     def keep(path: Path) -> bool:
-        if path.stem in ds.index:
+        if path.stem.strip() in ds.index:  # a PercePiano item (one file name has a leading space)
             counts["dropped_items"] += 1
             return False
         return True
