@@ -184,9 +184,26 @@ def test_experiment_files_load_and_variants_must_share_the_target(tmp_path):
     exp = load_experiment(REPO / "experiments" / "e2_domain_composer.yaml")
     assert {exp.config(v).domain.target for v in exp.variant_names} == {"schubert"}
     assert exp.config("target_labels").domain.train_on == "target"
+    mlp = load_experiment(REPO / "experiments" / "e2_domain_composer_mlp.yaml")
+    assert mlp.config("dann").domain.method == "dann" and mlp.config("dann").model.name == "symbolic_mlp"
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nhypothesis: h\nbaseline: {features: {vector: [symbolic]}, model: {name: ridge}, "
                    "domain: {source: beethoven, target: schubert}}\nvariants: {other: {domain.target: beethoven, "
                    "domain.source: schubert, multi_factor: true, reason: r}}\n")
     with pytest.raises(PianolabError, match="domain.target differs between variants"):
         load_experiment(bad)
+
+
+def test_transcribed_experiment_loads_once_its_folder_exists(dataset, tmp_path, monkeypatch):
+    """(a) runs with one command once transcriptions/clean holds MIDI named by PercePiano stems."""
+    from pianolab.ab.spec import load_experiment
+
+    monkeypatch.chdir(tmp_path)
+    path = REPO / "experiments" / "e2_domain_transcribed.yaml"
+    with pytest.raises(PianolabError, match="'transcriptions/clean' is neither a registered domain"):
+        load_experiment(path)
+    (tmp_path / "transcriptions" / "clean").mkdir(parents=True)
+    for it in dataset.items[:3]:
+        shutil.copy(it.midi_path, tmp_path / "transcriptions" / "clean" / f"{it.stem}.mid")
+    exp = load_experiment(path)
+    assert exp.config("target_labels").domain.train_on == "target" and len(exp.variant_names) == 5
