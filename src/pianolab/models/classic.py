@@ -1,7 +1,10 @@
 """Classic scikit-learn regressors on feature vectors, behind one fit/predict interface.
 
-`create_estimator(name, seed, top_k=None, **params)` -> `ClassicRegressor` with `fit(X (n, D),
-Y (n, 19))` and `predict(X) -> (n, 19)`. `params` go to the scikit-learn estimator (an unknown one is a
+`create_estimator(name, seed, top_k=None, bagging=1, **params)` -> `ClassicRegressor` with `fit(X (n, D),
+Y (n, 19), groups=None)` and `predict(X) -> (n, 19)` (`groups`: each row's excerpt, for the inner folds of
+the ensembles in `pianolab.advanced.ensembles`; `bagging` N: the mean of the model under N seeds).
+Ensembles built from registered estimators (`stacking`, `cross_family`, `residual_boost`) take their
+members by name in `params`. `params` go to the scikit-learn estimator (an unknown one is a
 PianolabError listing the valid ones). With `top_k`, `fit` first ranks features by the impurity
 importance of a random forest fitted on the data passed to `fit` (the training fold, never test
 data) and keeps the k best (`selected_`, in descending importance).
@@ -17,8 +20,9 @@ from sklearn.base import BaseEstimator
 from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
+from sklearn.neural_network import MLPRegressor
 
-from pianolab.advanced.ensembles import MeanEnsemble
+from pianolab.advanced.ensembles import COMPOSITES, MeanEnsemble, bagged, fit_grouped
 from pianolab.errors import PianolabError
 from pianolab.features.select import select_top_k
 from pianolab.models.boosters import BOOSTERS
@@ -33,12 +37,41 @@ ESTIMATORS.add("gradient_boosting", lambda seed: MultiOutputRegressor(HistGradie
     n_jobs=None))  # HistGB threads itself (OpenMP); joblib processes here outlive ab --jobs workers
 ESTIMATORS.add("extra_trees", lambda seed: ExtraTreesRegressor(
     n_estimators=500, min_samples_leaf=2, max_features=0.5, n_jobs=-1, random_state=seed))
+ESTIMATORS.add("extra_trees_small", lambda seed: ExtraTreesRegressor(  # ~6x cheaper: ensembles on a small CPU
+    n_estimators=40, min_samples_leaf=2, max_features=0.33, n_jobs=-1, random_state=seed))
+ESTIMATORS.add("mlp", lambda seed: MLPRegressor(  # scikit-learn's MLP: the cheap neural family for ensembles
+    hidden_layer_sizes=(128,), alpha=1.0, learning_rate_init=1e-3, max_iter=300, early_stopping=True,
+    validation_fraction=0.15, n_iter_no_change=20, random_state=seed))
 MEMBERS = {"ensemble_rf_gb": ("random_forest", "gradient_boosting"),
            "ensemble_gb_et": ("gradient_boosting", "extra_trees")}  # mean ensembles of registered estimators
 for _name, _members in MEMBERS.items():
     ESTIMATORS.add(_name, lambda seed, members=_members: MeanEnsemble([ESTIMATORS.get(m)(seed) for m in members]))
 for _name, _make in BOOSTERS.items():  # LightGBM, XGBoost, CatBoost (the `boost` extra)
     ESTIMATORS.add(_name, _make)
+
+
+def _member(name: str, seed: int, params: dict) -> BaseEstimator:
+    """The registered estimator `name` with `params` (a member of an ensemble of `COMPOSITES`)."""
+    if not isinstance(params, dict):
+        raise PianolabError(f"parameters of member {name!r} must be a mapping, got {params!r}")
+    return _build(name, seed, params)
+
+
+def _build(name: str, seed: int, params: dict) -> BaseEstimator:
+    if name in COMPOSITES:
+        import inspect
+
+        build = COMPOSITES.get(name)
+        valid = [p for p in inspect.signature(build).parameters if p not in ("seed", "make")]
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise PianolabError(f"estimator {name!r} does not accept {', '.join(unknown)}; valid: {', '.join(valid)}")
+        return build(seed, _member, **params)
+    return _with_params(ESTIMATORS.get(name)(seed), name, params)
+
+
+for _name in COMPOSITES:  # stacking, cross_family, residual_boost with their default members
+    ESTIMATORS.add(_name, lambda seed, name=_name: _build(name, seed, {}))
 
 
 def _with_params(est: BaseEstimator, name: str, params: dict[str, Any]) -> BaseEstimator:
@@ -76,11 +109,11 @@ class ClassicRegressor:
         self.name, self.estimator, self.seed, self.top_k = name, estimator, seed, top_k
         self.selected_: np.ndarray | None = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> ClassicRegressor:
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> ClassicRegressor:
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         if self.top_k is not None and self.top_k < x.shape[1]:
             self.selected_ = select_top_k(x, y, self.top_k, self.seed)
-        self.estimator.fit(self._select(x), y)
+        fit_grouped(self.estimator, self._select(x), y, groups)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -91,7 +124,9 @@ class ClassicRegressor:
         return x if self.selected_ is None else x[:, self.selected_]
 
 
-def create_estimator(name: str, seed: int, top_k: int | None = None, **params) -> ClassicRegressor:
-    """The registered estimator `name` seeded with `seed`, with `params` set on it."""
-    est = _with_params(ESTIMATORS.get(name)(seed), name, params)
+def create_estimator(name: str, seed: int, top_k: int | None = None, bagging: int = 1,
+                     **params) -> ClassicRegressor:
+    """The registered estimator `name` seeded with `seed`, with `params` set on it; `bagging` N > 1: the
+    mean of N copies seeded `advanced.ensembles.member_seeds(seed, N)` (one model)."""
+    est = bagged(lambda s: _build(name, s, params), seed, bagging)
     return ClassicRegressor(name, est, seed, top_k)

@@ -20,8 +20,12 @@ PICKLES = ("model.joblib", "stack.joblib")  # what older pianolab versions wrote
 TRUSTED = (  # beyond skops' defaults: the classes pianolab's estimators are made of (models.classic)
     "pianolab.models.classic.ClassicRegressor",
     "pianolab.advanced.ensembles.MeanEnsemble",
+    "pianolab.advanced.ensembles.StackedEnsemble",
+    "pianolab.advanced.ensembles.ResidualBooster",
+    "pianolab.advanced.ensembles.NonNegativeBlend",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # the `mlp` estimator's fitted optimiser state
 ) + TRUSTED_TYPES  # the boosting libraries' models (models.boosters)
 
 

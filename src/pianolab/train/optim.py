@@ -97,6 +97,23 @@ class WarmupCosine(Cosine):
     default_warmup_frac = SCHEDULE_WARMUP["warmup_cosine"]
 
 
+@SCHEDULES.register("cyclic_cosine")
+class CyclicCosine(Multiplier):
+    """Cosine from the base LR to `min_lr_ratio` x base within each of `cycles` equal cycles, restarting
+    at the base LR (SGDR without growth; `ensemble.snapshots` keeps the weights at each cycle's end)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int = 0, cycles: int = 5, min_lr_ratio: float = 0.0):
+        super().__init__(total_steps, warmup_steps)
+        if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
+            raise PianolabError(f"cyclic_cosine cycles must be an integer >= 1, got {cycles!r}")
+        self.cycles, self.min_ratio = cycles, min_lr_ratio
+
+    def body(self, progress: float, step: int) -> float:
+        from pianolab.advanced.snapshots import cycle_multiplier
+
+        return cycle_multiplier(progress, self.cycles, self.min_ratio)
+
+
 @SCHEDULES.register("step_decay")
 class StepDecay(Multiplier):
     """Multiply by `gamma` at each milestone, in epochs: from the first step of epoch m on

@@ -32,14 +32,11 @@ SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
 
 @dataclass
 class Roles:
-    """Item indices (into the dataset) of the training, validation and test parts of a fold; with
-    few-shot adaptation (`adapt.k`), `support` holds the rated test items given to the model and
-    `test` the query (`pianolab.adapt.fewshot.draw_support`)."""
+    """Item indices (into the dataset) of the training, validation and test parts of a fold."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    support: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
     # with a domain shift (`domain.target`): the target's unlabelled items of the training part
     unlabelled: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
@@ -62,28 +59,13 @@ def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[R
         dom = domain_roles(cfg.domain, dataset, train, test)
         train, test, unlabelled, domain_meta = dom.train, dom.test, dom.unlabelled, dom.meta()
     train, val = carve_val(dataset, train, val_fraction, np.random.default_rng(cfg.train.seed + 7919 * d.fold))
-    support, few = np.array([], dtype=int), {}
-    if cfg.adapt.k:
-        support, test, few = _support(cfg, dataset, test)
     meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
             "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
             "feature_versions": feature_versions(cfg), "n_train": len(train), "n_val": len(val),
-            "n_test": len(test), **few}
-    roles = Roles(train, val, test, support)
+            "n_test": len(test)}
+    roles = Roles(train, val, test)
     roles.unlabelled = unlabelled
     return roles, {**meta, **domain_meta}
-
-
-def _support(cfg: RunConfig, dataset: Dataset, test: np.ndarray):
-    """(support, query, meta) of the test items for few-shot adaptation (`cfg.adapt`)."""
-    from pianolab.adapt.fewshot import TASKS, draw_support
-
-    a, d = cfg.adapt, cfg.data
-    tasks = dataset.column(TASKS.get(a.tasks).column)[test]
-    human = ~dataset.column("deadpan")[test]
-    s, q = draw_support(tasks, human, a.k, d.split_seed, d.repeat, d.fold)
-    meta = {"n_support": len(s), "n_tasks": len(np.unique(tasks[q])), "n_test_before_support": len(test)}
-    return test[s], test[q], meta
 
 
 def feature_versions(cfg: RunConfig) -> dict[str, int]:
@@ -225,8 +207,7 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     if cfg.domain.target:  # other files than the dataset's: read per cell
         loaded = _load_domain(cfg, dataset, roles, device, progress)
     if loaded is None:
-        loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test, roles.support]),
-                            device, progress)
+        loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
     if cfg.tuning.trials:
         from pianolab.ab.tuning import tune
 
@@ -260,14 +241,11 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     target standardisation fitted on the training part."""
     part = loaded.parts(roles) if cfg.domain.target else \
         {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
-    if len(roles.support):
-        part["support"] = loaded.rows(roles.support)
     if cfg.features.peer_centred:
         part = _with_peers(cfg, loaded.dataset, roles, part)
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
-    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val],
-               "support": y_all[roles.support]}
+    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
     group = loaded.dataset.column("group")
     groups = {"train": np.concatenate([group[roles.train]] * _copies(cfg)), "val": group[roles.val]}
     prepared, norm = _prepare(cfg, part, targets, groups)
@@ -294,10 +272,8 @@ def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
     """Write the test and validation predictions and the summary; returns the test summary."""
     dataset, roles, cfg = cell.dataset, cell.roles, cell.cfg
     stems, role_names, pred, true = [], [], [], []
-    for r in ("test", "val", "support"):  # support: the model's predictions before adaptation
+    for r in ("test", "val"):
         idx = getattr(roles, r)
-        if r == "support" and not len(idx):
-            continue
         stems += [dataset.items[i].stem for i in idx]
         role_names += [r] * len(idx)
         pred.append(preds[r])
@@ -380,7 +356,7 @@ def _stacked(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndar
                                    cfg.train.seed)
     norm["vector_names"] = norm["vector_names"] + STACK_NAMES
     out, start = {}, 0
-    for r in part:  # train, val, test (and support)
+    for r in ("train", "val", "test"):
         inp = part[r]
         if r in fold:
             n = len(inp.vector)
@@ -405,37 +381,40 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
     cfg, part, targets, norm, folder = cell.cfg, cell.part, cell.targets, cell.norm, cell.folder
     if part["train"].vector is None:
         raise PianolabError(f"model {cfg.model.name!r} needs vector features (features.vector)")
-    est = create_estimator(cfg.model.name, seed=cfg.train.seed, **cfg.model.params)
-    est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing))
+    est = create_estimator(cfg.model.name, seed=cfg.train.seed, bagging=cfg.ensemble.bagging, **cfg.model.params)
+    groups = np.concatenate([cell.dataset.column("group")[cell.roles.train]] * _copies(cfg))  # inner folds
+    est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing), groups)
     if folder is not None:
         save_model({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)}, folder / MODEL_FILE)
         save_stack(norm, folder)
     out = {}
-    for r in ("val", "test", "support"):
-        x = part[r].vector if r in part else np.empty((0, 0))
+    for r in ("val", "test"):
+        x = part[r].vector
         out[r] = (est.predict(x) * norm["y_std"] + norm["y_mean"]) if len(x) else np.empty((0, 19))
-    return adapt_predictions(cell, out)
+    if cfg.ensemble.tta > 1 and len(cell.roles.test):
+        out["test"] = _tta(cell, lambda inp: est.predict(inp.vector), device) * norm["y_std"] + norm["y_mean"]
+    return out
 
 
-def adapt_predictions(cell: Cell, preds: dict[str, np.ndarray], model=None, device: str = "cpu") -> dict:
-    """`preds` with its 'test' (query) predictions adapted on the support by `cfg.adapt.strategy`
-    (`pianolab.adapt.fewshot`); unchanged without support items. `model`: the fitted neural model."""
-    if not len(cell.roles.support):
-        return preds
-    from pianolab.adapt.fewshot import TASKS, Episode, adapt
+def _tta(cell: Cell, predict: Callable[[Inputs], np.ndarray], device) -> np.ndarray:
+    """Standardised test predictions averaged over each test item and its `ensemble.tta - 1`
+    MIDI-augmented copies (`pianolab.advanced.tta`), every copy prepared like the original."""
+    from pianolab.advanced.tta import tta_mean
+    from pianolab.features.stack import with_stack
 
-    a, ds, roles, part = cell.cfg.adapt, cell.dataset, cell.roles, cell.part
-    tasks = ds.column(TASKS.get(a.tasks).column)
-    vec = lambda r: part[r].vector if r in part else None  # noqa: E731
-    ep = Episode(support_task=tasks[roles.support], support_y=cell.targets["support"], support_pred=preds["support"],
-                 query_task=tasks[roles.test], query_pred=preds["test"], support_x=vec("support"),
-                 query_x=vec("test"), train_x=vec("train"), train_y=cell.targets["train"],
-                 train_task=np.concatenate([tasks[roles.train]] * _copies(cell.cfg)),
-                 train_human=np.concatenate([~ds.column("deadpan")[roles.train]] * _copies(cell.cfg)),
-                 y_mean=cell.norm["y_mean"], y_std=cell.norm["y_std"], model=model, device=str(device), k=a.k,
-                 shrinkage=a.shrinkage, steps=a.steps, lr=a.lr, meta_steps=a.meta_steps, meta_batch=a.meta_batch,
-                 meta_lr=a.meta_lr, seed=cell.cfg.train.seed)
-    return {**preds, "test": adapt(a.strategy, ep)}
+    cfg, norm = cell.cfg, cell.norm
+    paths = [cell.dataset.items[i].midi_path for i in cell.roles.test]
+    copies = [cell.part["test"]]
+    for c in range(1, cfg.ensemble.tta):
+        inp = load_inputs(cfg.features, paths, device=str(device), copy=c, augment=cfg.ensemble.tta_preset)
+        if not inp.ok.all():
+            raise PianolabError(f"features failed for {int((~inp.ok).sum())} test-time copies (copy {c})")
+        vec = inp.vector
+        if vec is not None:
+            vec = norm["scaler"].transform(vec)[:, norm["columns"]]
+            vec = with_stack(vec, norm["stack"]) if "stack" in norm else vec.astype(np.float32)
+        copies.append(Inputs(inp.spec, vec, norm.get("vector_names", inp.vector_names), inp.ok))
+    return tta_mean(predict, copies)
 
 
 def _to_device(inp: Inputs, device: torch.device, norm: dict, spec: bool = True) -> dict[str, torch.Tensor]:
@@ -517,6 +496,10 @@ def neural_parts(cell: Cell, device: torch.device, shared: SharedSpec | None = N
 
 
 def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
+    if cell.cfg.ensemble.snapshots:  # the cyclic schedule the snapshots need
+        import dataclasses
+
+        cell = dataclasses.replace(cell, cfg=snapshot_config(cell.cfg))
     cfg, folder = cell.cfg, cell.folder
     net = neural_parts(cell, device)
     if cfg.domain.method == "dann":  # adversarial alignment with the unlabelled target pool
@@ -530,8 +513,11 @@ def _fit_neural(cell: Cell, device) -> dict[str, np.ndarray]:
         return save_neural(cell, net)
     budget = cfg.train.max_seconds
     started = time.perf_counter()
+    snap = _Snapshots(cfg, folder, net.model)  # ensemble.snapshots (none when 0)
+    net.snapshots = snap.states
     while trainer.epoch < cfg.train.epochs and not trainer.should_stop:
         rec = trainer.train_epoch(train)
+        snap.after_epoch(trainer.epoch)
         if len(val) and trainer.epoch % cfg.train.eval_every == 0:
             rec.update(trainer.validate(val, _mean_pearson))
         log(rec)
@@ -572,9 +558,58 @@ def append_record(folder: Path, rec: dict) -> None:
         f.write(json.dumps({**rec, "finished_at": round(time.time(), 3)}) + "\n")
 
 
+class _Snapshots:
+    """`ensemble.snapshots`: the model's weights at the end of each learning-rate cycle
+    (`pianolab.advanced.snapshots`), kept in `snapshots.pt` of the run folder so a resumed run has them."""
+
+    def __init__(self, cfg: RunConfig, folder: Path | None, model: torch.nn.Module):
+        from pianolab.advanced.snapshots import cycle_ends
+
+        self.model, self.path = model, None if folder is None else folder / "snapshots.pt"
+        self.ends = cycle_ends(cfg.train.epochs, cfg.ensemble.snapshots) if cfg.ensemble.snapshots else []
+        self.states: list[dict] = []
+        if self.ends and self.path is not None and self.path.is_file():
+            self.states = torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def after_epoch(self, epoch: int) -> None:
+        from pianolab.advanced.snapshots import cpu_copy
+
+        if epoch in self.ends and len(self.states) < self.ends.index(epoch) + 1:
+            self.states.append(cpu_copy(self.model.state_dict()))
+            if self.path is not None:
+                torch.save(self.states, self.path)
+
+
+def snapshot_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` with the cyclic schedule of `ensemble.snapshots` (one cosine cycle per snapshot)."""
+    if not cfg.ensemble.snapshots:
+        return cfg
+    from pianolab.config import replace
+
+    return replace(cfg, optim={"schedule": "cyclic_cosine", "schedule_params": {"cycles": cfg.ensemble.snapshots}})
+
+
+def _snapshot_predict(cell: Cell, net: Neural) -> Callable:
+    """Standardised predictions of a role: the mean over the snapshots' predictions with
+    `ensemble.snapshots`, else the model's (`net.model` ends with the last snapshot's weights)."""
+    states = getattr(net, "snapshots", None)
+    if not cell.cfg.ensemble.snapshots or not states:
+        return net.trainer.predict
+
+    def predict(t):
+        out = []
+        for state in states:
+            net.model.load_state_dict(state)
+            out.append(net.trainer.predict(t))
+        return np.mean(out, axis=0)
+
+    return predict
+
+
 def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
     """Restore the best weights, write checkpoint.pt (with a folder), return de-standardised val/test
-    predictions."""
+    predictions (with `ensemble.snapshots`: the mean over the snapshots; with `ensemble.tta`: over
+    test-time copies)."""
     cfg, norm = cell.cfg, cell.norm
     net.trainer.restore_best()
     if cell.folder is not None:
@@ -582,14 +617,16 @@ def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
                     "model_kwargs": {**net.shape_kw, **cfg.model.params}, "norm": _norm_state(norm),
                     "config": json.dumps(to_dict(cfg))}, cell.folder / "checkpoint.pt")
         save_stack(norm, cell.folder)
-    preds = {r: net.trainer.predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
+    predict = _snapshot_predict(cell, net)
+    preds = {r: predict(t) * norm["y_std"] + norm["y_mean"] if len(t) else np.empty((0, 19))
              for r, t in (("val", net.val), ("test", net.test))}
-    if "support" in cell.part:
+    if cfg.ensemble.tta > 1 and len(net.test):
         from pianolab.train.trainer import Tensors
 
-        support = Tensors(_to_device(cell.part["support"], net.trainer.device, norm), None)
-        preds["support"] = net.trainer.predict(support) * norm["y_std"] + norm["y_mean"]
-    return adapt_predictions(cell, preds, net.model, net.trainer.device)
+        tensors = lambda inp: Tensors(_to_device(inp, net.trainer.device, norm), None)  # noqa: E731
+        preds["test"] = _tta(cell, lambda inp: predict(tensors(inp)), net.trainer.device) * norm["y_std"] \
+            + norm["y_mean"]
+    return preds
 
 
 def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:

@@ -67,7 +67,13 @@ def _preset(cfg: RunConfig):
 
 
 def _midi_parts(cfg: RunConfig) -> bool:
-    p = _preset(cfg)
+    return _midi_parts_of(cfg.augment.preset)
+
+
+def _midi_parts_of(name: str) -> bool:
+    from pianolab.presets import PRESETS
+
+    p = PRESETS.get(name)
     return tuple(p.time_stretch_range) != (1.0, 1.0) or tuple(p.pitch_shift_range) != (0, 0) \
         or p.velocity_jitter != 0
 
@@ -125,14 +131,12 @@ NO_OPS: tuple[NoOp, ...] = (
       for key in ("first", "replay_fraction", "ewc_lambda", "lwf_weight")),
     NoOp("pretrain", lambda c: c.pretrain.method == "none", "pretraining is off (pretrain.method: none)"),
     NoOp("tuning", lambda c: c.tuning.trials == 0, "tuning runs only with tuning.trials > 0"),
-    NoOp("adapt.tasks", lambda c: c.adapt.k == 0, "few-shot tasks draw support only with adapt.k > 0"),
-    NoOp("adapt.shrinkage", lambda c: c.adapt.strategy not in ("shrinkage", "residual"),
-         "only the shrinkage and residual strategies shrink (adapt.strategy)"),
-    *(NoOp(f"adapt.{key}", lambda c: c.adapt.strategy not in ("finetune_head", "maml", "fomaml", "reptile"),
-           "only gradient strategies (finetune_head, maml, fomaml, reptile) take steps on the support")
-      for key in ("steps", "lr")),
-    *(NoOp(f"adapt.{key}", lambda c: c.adapt.strategy not in ("maml", "fomaml", "reptile"),
-           "only maml, fomaml and reptile meta-train") for key in ("meta_steps", "meta_batch", "meta_lr")),
+    NoOp("ensemble.snapshots", _estimator, "model {model!r} is a scikit-learn estimator (no learning-rate "
+         "schedule to cycle, no weights to snapshot; ensemble.bagging averages seeds)"),
+    NoOp("ensemble.tta_preset", lambda c: c.ensemble.tta == 1, "it draws the test-time copies, and "
+         "ensemble.tta is 1"),
+    NoOp("ensemble.tta", lambda c: not _midi_parts_of(c.ensemble.tta_preset), "preset "
+         "ensemble.tta_preset has no MIDI-level parts, so the test-time copies equal the originals"),
 )
 
 
@@ -156,7 +160,6 @@ def set_keys(cfg: RunConfig) -> list[str]:
 def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
     """Key -> (valid names, the names the config uses there)."""
     from pianolab.adapt.continual import STRATEGIES as CONTINUAL
-    from pianolab.adapt.fewshot import FEWSHOT, TASKS
     from pianolab.adapt.pretrain import METHODS as PRETRAIN
     from pianolab.data.splits import STRATEGIES
     from pianolab.features.kinds import FEATURE_KINDS, register_all
@@ -184,11 +187,10 @@ def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
         "objective.name": (OBJECTIVES.names(), [cfg.objective.name]),
         "optim.schedule": (SCHEDULES.names(), [cfg.optim.schedule]),
         "augment.preset": (PRESETS.names(), [cfg.augment.preset]),
+        "ensemble.tta_preset": (PRESETS.names(), [cfg.ensemble.tta_preset]),
         "track.tracker": (SINKS.names(), [cfg.track.tracker]),
         "continual.strategy": (["none", *CONTINUAL.names()], [cfg.continual.strategy]),
         "pretrain.method": (["none", *PRETRAIN.names()], [cfg.pretrain.method]),
-        "adapt.strategy": (FEWSHOT.names(), [cfg.adapt.strategy]),
-        "adapt.tasks": (TASKS.names(), [cfg.adapt.tasks]),
     }
 
 
@@ -245,20 +247,6 @@ def _objective_options(cfg: RunConfig) -> None:
     make_objective(cfg.objective.name, **cfg.objective.params)
 
 
-def _adapt_options(cfg: RunConfig) -> None:
-    """A few-shot strategy that does not apply to the model or split (`pianolab.adapt.fewshot.refusal`)."""
-    from pianolab.adapt.fewshot import refusal
-    from pianolab.data.splits import STRATEGIES
-
-    a = cfg.adapt
-    if a.k and cfg.domain.target:
-        raise PianolabError("few-shot adaptation (adapt.k) does not combine with a domain shift (domain.target)")
-    why = refusal(a.strategy, a.k, a.tasks, STRATEGIES.get(cfg.data.split).guards, _estimator(cfg),
-                  _model_inputs(cfg.model.name), cfg.model.name, cfg.data.split)
-    if why:
-        raise PianolabError(why)
-
-
 def _continual_options(cfg: RunConfig) -> None:
     from pianolab.adapt.continual import check
 
@@ -273,9 +261,29 @@ def _pretrain_options(cfg: RunConfig) -> None:
         raise PianolabError(why)
 
 
+def _ensemble_options(cfg: RunConfig) -> None:
+    """Ensemble options that cannot work with the rest of the config (`pianolab.advanced`)."""
+    e, default = cfg.ensemble, RunConfig()
+    if e.bagging > 1 and not _estimator(cfg):
+        raise PianolabError(f"bagging averages scikit-learn estimators; model {cfg.model.name!r} is neural "
+                            "(use ensemble.snapshots)")
+    if e.snapshots and not _estimator(cfg):
+        if (cfg.optim.schedule, cfg.optim.schedule_params) != (default.optim.schedule, default.optim.schedule_params):
+            raise PianolabError("snapshots bring their own schedule (cyclic_cosine, one cycle per snapshot): "
+                                "leave optim.schedule and optim.schedule_params unset")
+        if cfg.train.epochs % e.snapshots:
+            raise PianolabError(f"train.epochs ({cfg.train.epochs}) must be a multiple of ensemble.snapshots "
+                                f"({e.snapshots}): one snapshot at the end of each equal cycle")
+        if cfg.regularize.early_stopping or cfg.train.max_seconds is not None:
+            raise PianolabError("snapshots need every cycle: regularize.early_stopping and train.max_seconds "
+                                "would stop or rewind training")
+    if e.tta > 1 and cfg.features.peer_centred:
+        raise PianolabError("ensemble.tta does not combine with features.peer_centred")
+
+
 _OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
-            "objective.params": _objective_options, "continual": _continual_options,
-            "pretrain": _pretrain_options, "adapt": _adapt_options}
+            "objective.params": _objective_options, "ensemble": _ensemble_options, "continual": _continual_options,
+            "pretrain": _pretrain_options}
 
 
 def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
