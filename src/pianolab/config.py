@@ -3,9 +3,10 @@
 A bad key, type or value is a one-line PianolabError naming the source and the key (and the valid
 keys, or the valid range: `_in(...)` on a field). Defaults live here only. A run's identity is
 `config_hash(cfg)`: the canonical JSON of the resolved config without the keys in `NOT_IDENTITY`
-(device, tracking, data and study location), without the `tuning` section when tuning is off, and
-without `features.peer_centred` and `features.stack` when they are off (so runs keep the hashes they
-had before those options existed); `optim.warmup_frac: null` enters as the schedule's own warm-up.
+(device, tracking, data and study location), without the `tuning` section when tuning is off,
+without `features.peer_centred` and `features.stack` when they are off, and without `adapt` when it
+is the default (so runs keep the hashes they had before those options existed); `optim.warmup_frac:
+null` enters as the schedule's own warm-up.
 """
 
 from __future__ import annotations
@@ -173,6 +174,21 @@ class TuningConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """Few-shot adaptation to each test task from k of its rated items (`pianolab.adapt.fewshot`)."""
+
+    strategy: str = "none"  # none | offset | shrinkage | residual | finetune_head | maml | fomaml | reptile
+    k: int = _in(0, 0)  # support items per test task (k > 0 with `none`: the same query, unadapted)
+    tasks: str = "excerpt"  # excerpt | performer: what a task is
+    shrinkage: float = _in(1.0, 0)  # lambda: the offset times n / (n + lambda) (shrinkage, residual)
+    steps: int = _in(5, 1)  # gradient steps on the support (finetune_head; inner loop of maml/fomaml/reptile)
+    lr: float = _in(0.01, 0, lo_open=True)  # their step size (plain SGD on standardised targets)
+    meta_steps: int = _in(50, 1)  # outer steps of maml/fomaml/reptile on the training fold's tasks
+    meta_batch: int = _in(8, 1)  # tasks per outer step
+    meta_lr: float = _in(1e-4, 0, lo_open=True)  # Adam step size of the outer loop
+
+
+@dataclass(frozen=True)
 class ContinualConfig:
     """Learning new dimensions without forgetting (`pianolab.adapt.continual`): phase 1 trains on the
     `first` dimensions, phase 2 adds the rest with the strategy; none = one ordinary phase."""
@@ -224,6 +240,7 @@ class RunConfig:
     domain: DomainConfig = field(default_factory=DomainConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
@@ -332,6 +349,8 @@ def identity_dict(cfg: RunConfig) -> dict:
         d["optim"]["warmup_frac"] = SCHEDULE_WARMUP.get(cfg.optim.schedule, 0.0)
     if not cfg.tuning.trials:
         d.pop("tuning")  # tuning off: its settings cannot change the run
+    if cfg.adapt == AdaptConfig():
+        d.pop("adapt")  # no few-shot adaptation: runs keep the hashes they had before the option
     for section, off in (("continual", cfg.continual == ContinualConfig()),
                          ("pretrain", cfg.pretrain == PretrainConfig())):
         if off:  # the default: runs keep the hashes they had before the option

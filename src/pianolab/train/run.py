@@ -32,11 +32,14 @@ SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
 
 @dataclass
 class Roles:
-    """Item indices (into the dataset) of the training, validation and test parts of a fold."""
+    """Item indices (into the dataset) of the training, validation and test parts of a fold; with
+    few-shot adaptation (`adapt.k`), `support` holds the rated test items given to the model and
+    `test` the query (`pianolab.adapt.fewshot.draw_support`)."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    support: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
     # with a domain shift (`domain.target`): the target's unlabelled items of the training part
     unlabelled: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
@@ -59,13 +62,28 @@ def fold_roles(cfg: RunConfig, dataset: Dataset, val_fraction: float) -> tuple[R
         dom = domain_roles(cfg.domain, dataset, train, test)
         train, test, unlabelled, domain_meta = dom.train, dom.test, dom.unlabelled, dom.meta()
     train, val = carve_val(dataset, train, val_fraction, np.random.default_rng(cfg.train.seed + 7919 * d.fold))
+    support, few = np.array([], dtype=int), {}
+    if cfg.adapt.k:
+        support, test, few = _support(cfg, dataset, test)
     meta = {"split": split.id, "split_digest": split.digest, "split_description": split.description,
             "fold": d.fold, "repeat": d.repeat, "data_version": dataset.version,
             "feature_versions": feature_versions(cfg), "n_train": len(train), "n_val": len(val),
-            "n_test": len(test)}
-    roles = Roles(train, val, test)
+            "n_test": len(test), **few}
+    roles = Roles(train, val, test, support)
     roles.unlabelled = unlabelled
     return roles, {**meta, **domain_meta}
+
+
+def _support(cfg: RunConfig, dataset: Dataset, test: np.ndarray):
+    """(support, query, meta) of the test items for few-shot adaptation (`cfg.adapt`)."""
+    from pianolab.adapt.fewshot import TASKS, draw_support
+
+    a, d = cfg.adapt, cfg.data
+    tasks = dataset.column(TASKS.get(a.tasks).column)[test]
+    human = ~dataset.column("deadpan")[test]
+    s, q = draw_support(tasks, human, a.k, d.split_seed, d.repeat, d.fold)
+    meta = {"n_support": len(s), "n_tasks": len(np.unique(tasks[q])), "n_test_before_support": len(test)}
+    return test[s], test[q], meta
 
 
 def feature_versions(cfg: RunConfig) -> dict[str, int]:
@@ -207,7 +225,8 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     if cfg.domain.target:  # other files than the dataset's: read per cell
         loaded = _load_domain(cfg, dataset, roles, device, progress)
     if loaded is None:
-        loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test]), device, progress)
+        loaded = load_items(cfg, dataset, np.concatenate([roles.train, roles.val, roles.test, roles.support]),
+                            device, progress)
     if cfg.tuning.trials:
         from pianolab.ab.tuning import tune
 
@@ -241,11 +260,14 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
     target standardisation fitted on the training part."""
     part = loaded.parts(roles) if cfg.domain.target else \
         {r: loaded.rows(getattr(roles, r)) for r in ("train", "val", "test")}
+    if len(roles.support):
+        part["support"] = loaded.rows(roles.support)
     if cfg.features.peer_centred:
         part = _with_peers(cfg, loaded.dataset, roles, part)
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
-    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val]}
+    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val],
+               "support": y_all[roles.support]}
     group = loaded.dataset.column("group")
     groups = {"train": np.concatenate([group[roles.train]] * _copies(cfg)), "val": group[roles.val]}
     prepared, norm = _prepare(cfg, part, targets, groups)
@@ -272,8 +294,10 @@ def finish_cell(cell: Cell, preds: dict[str, np.ndarray]) -> dict:
     """Write the test and validation predictions and the summary; returns the test summary."""
     dataset, roles, cfg = cell.dataset, cell.roles, cell.cfg
     stems, role_names, pred, true = [], [], [], []
-    for r in ("test", "val"):
+    for r in ("test", "val", "support"):  # support: the model's predictions before adaptation
         idx = getattr(roles, r)
+        if r == "support" and not len(idx):
+            continue
         stems += [dataset.items[i].stem for i in idx]
         role_names += [r] * len(idx)
         pred.append(preds[r])
@@ -356,7 +380,7 @@ def _stacked(cfg: RunConfig, part: dict[str, Inputs], targets: dict[str, np.ndar
                                    cfg.train.seed)
     norm["vector_names"] = norm["vector_names"] + STACK_NAMES
     out, start = {}, 0
-    for r in ("train", "val", "test"):
+    for r in part:  # train, val, test (and support)
         inp = part[r]
         if r in fold:
             n = len(inp.vector)
@@ -388,12 +412,12 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
         save_model({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)}, folder / MODEL_FILE)
         save_stack(norm, folder)
     out = {}
-    for r in ("val", "test"):
-        x = part[r].vector
+    for r in ("val", "test", "support"):
+        x = part[r].vector if r in part else np.empty((0, 0))
         out[r] = (est.predict(x) * norm["y_std"] + norm["y_mean"]) if len(x) else np.empty((0, 19))
     if cfg.ensemble.tta > 1 and len(cell.roles.test):
         out["test"] = _tta(cell, lambda inp: est.predict(inp.vector), device) * norm["y_std"] + norm["y_mean"]
-    return out
+    return adapt_predictions(cell, out)
 
 
 def _tta(cell: Cell, predict: Callable[[Inputs], np.ndarray], device) -> np.ndarray:
@@ -415,6 +439,27 @@ def _tta(cell: Cell, predict: Callable[[Inputs], np.ndarray], device) -> np.ndar
             vec = with_stack(vec, norm["stack"]) if "stack" in norm else vec.astype(np.float32)
         copies.append(Inputs(inp.spec, vec, norm.get("vector_names", inp.vector_names), inp.ok))
     return tta_mean(predict, copies)
+
+
+def adapt_predictions(cell: Cell, preds: dict[str, np.ndarray], model=None, device: str = "cpu") -> dict:
+    """`preds` with its 'test' (query) predictions adapted on the support by `cfg.adapt.strategy`
+    (`pianolab.adapt.fewshot`); unchanged without support items. `model`: the fitted neural model."""
+    if not len(cell.roles.support):
+        return preds
+    from pianolab.adapt.fewshot import TASKS, Episode, adapt
+
+    a, ds, roles, part = cell.cfg.adapt, cell.dataset, cell.roles, cell.part
+    tasks = ds.column(TASKS.get(a.tasks).column)
+    vec = lambda r: part[r].vector if r in part else None  # noqa: E731
+    ep = Episode(support_task=tasks[roles.support], support_y=cell.targets["support"], support_pred=preds["support"],
+                 query_task=tasks[roles.test], query_pred=preds["test"], support_x=vec("support"),
+                 query_x=vec("test"), train_x=vec("train"), train_y=cell.targets["train"],
+                 train_task=np.concatenate([tasks[roles.train]] * _copies(cell.cfg)),
+                 train_human=np.concatenate([~ds.column("deadpan")[roles.train]] * _copies(cell.cfg)),
+                 y_mean=cell.norm["y_mean"], y_std=cell.norm["y_std"], model=model, device=str(device), k=a.k,
+                 shrinkage=a.shrinkage, steps=a.steps, lr=a.lr, meta_steps=a.meta_steps, meta_batch=a.meta_batch,
+                 meta_lr=a.meta_lr, seed=cell.cfg.train.seed)
+    return {**preds, "test": adapt(a.strategy, ep)}
 
 
 def _to_device(inp: Inputs, device: torch.device, norm: dict, spec: bool = True) -> dict[str, torch.Tensor]:
@@ -626,7 +671,12 @@ def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
         tensors = lambda inp: Tensors(_to_device(inp, net.trainer.device, norm), None)  # noqa: E731
         preds["test"] = _tta(cell, lambda inp: predict(tensors(inp)), net.trainer.device) * norm["y_std"] \
             + norm["y_mean"]
-    return preds
+    if "support" in cell.part:
+        from pianolab.train.trainer import Tensors
+
+        support = Tensors(_to_device(cell.part["support"], net.trainer.device, norm), None)
+        preds["support"] = net.trainer.predict(support) * norm["y_std"] + norm["y_mean"]
+    return adapt_predictions(cell, preds, net.model, net.trainer.device)
 
 
 def _mean_pearson(y: np.ndarray, p: np.ndarray) -> float:

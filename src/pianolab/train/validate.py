@@ -137,6 +137,14 @@ NO_OPS: tuple[NoOp, ...] = (
          "ensemble.tta is 1"),
     NoOp("ensemble.tta", lambda c: not _midi_parts_of(c.ensemble.tta_preset), "preset "
          "ensemble.tta_preset has no MIDI-level parts, so the test-time copies equal the originals"),
+    NoOp("adapt.tasks", lambda c: c.adapt.k == 0, "few-shot tasks draw support only with adapt.k > 0"),
+    NoOp("adapt.shrinkage", lambda c: c.adapt.strategy not in ("shrinkage", "residual"),
+         "only the shrinkage and residual strategies shrink (adapt.strategy)"),
+    *(NoOp(f"adapt.{key}", lambda c: c.adapt.strategy not in ("finetune_head", "maml", "fomaml", "reptile"),
+           "only gradient strategies (finetune_head, maml, fomaml, reptile) take steps on the support")
+      for key in ("steps", "lr")),
+    *(NoOp(f"adapt.{key}", lambda c: c.adapt.strategy not in ("maml", "fomaml", "reptile"),
+           "only maml, fomaml and reptile meta-train") for key in ("meta_steps", "meta_batch", "meta_lr")),
 )
 
 
@@ -160,6 +168,7 @@ def set_keys(cfg: RunConfig) -> list[str]:
 def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
     """Key -> (valid names, the names the config uses there)."""
     from pianolab.adapt.continual import STRATEGIES as CONTINUAL
+    from pianolab.adapt.fewshot import FEWSHOT, TASKS
     from pianolab.adapt.pretrain import METHODS as PRETRAIN
     from pianolab.data.splits import STRATEGIES
     from pianolab.features.kinds import FEATURE_KINDS, register_all
@@ -191,6 +200,8 @@ def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
         "track.tracker": (SINKS.names(), [cfg.track.tracker]),
         "continual.strategy": (["none", *CONTINUAL.names()], [cfg.continual.strategy]),
         "pretrain.method": (["none", *PRETRAIN.names()], [cfg.pretrain.method]),
+        "adapt.strategy": (FEWSHOT.names(), [cfg.adapt.strategy]),
+        "adapt.tasks": (TASKS.names(), [cfg.adapt.tasks]),
     }
 
 
@@ -247,6 +258,20 @@ def _objective_options(cfg: RunConfig) -> None:
     make_objective(cfg.objective.name, **cfg.objective.params)
 
 
+def _adapt_options(cfg: RunConfig) -> None:
+    """A few-shot strategy that does not apply to the model or split (`pianolab.adapt.fewshot.refusal`)."""
+    from pianolab.adapt.fewshot import refusal
+    from pianolab.data.splits import STRATEGIES
+
+    a = cfg.adapt
+    if a.k and cfg.domain.target:
+        raise PianolabError("few-shot adaptation (adapt.k) does not combine with a domain shift (domain.target)")
+    why = refusal(a.strategy, a.k, a.tasks, STRATEGIES.get(cfg.data.split).guards, _estimator(cfg),
+                  _model_inputs(cfg.model.name), cfg.model.name, cfg.data.split)
+    if why:
+        raise PianolabError(why)
+
+
 def _continual_options(cfg: RunConfig) -> None:
     from pianolab.adapt.continual import check
 
@@ -283,7 +308,7 @@ def _ensemble_options(cfg: RunConfig) -> None:
 
 _OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
             "objective.params": _objective_options, "ensemble": _ensemble_options, "continual": _continual_options,
-            "pretrain": _pretrain_options}
+            "pretrain": _pretrain_options, "adapt": _adapt_options}
 
 
 def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
