@@ -40,6 +40,19 @@ def _cell(cfg, dataset, monkeypatch, tmp_path):
     return run.prepare_cell(cfg, tmp_path / "run", "test", "v", torch.device("cpu"))
 
 
+@pytest.fixture(scope="module")
+def composer(dataset):
+    """Fold 0 of Beethoven -> Schubert: its roles and inputs, read once (the method does not change them)."""
+    cfg = _cfg()
+    roles, _ = run.fold_roles(cfg, dataset, 0.0)
+    return roles, run._load_domain(cfg, dataset, roles, torch.device("cpu"), False)
+
+
+def _composer_cell(composer, cfg, dataset):
+    roles, loaded = composer
+    return run.make_cell(cfg, dataclasses.replace(loaded, dataset=dataset), roles, None, torch.device("cpu"))
+
+
 def test_coral_gives_the_source_the_target_covariance_and_mean():
     rng = np.random.default_rng(0)
     s = rng.normal(size=(4000, 4)) @ rng.normal(size=(4, 4)) + 3.0
@@ -50,15 +63,15 @@ def test_coral_gives_the_source_the_target_covariance_and_mean():
     assert np.abs(np.cov(s, rowvar=False) - np.cov(t, rowvar=False)).max() > 0.5  # they differed
 
 
-def test_domain_cell_roles_and_feature_alignment_on_real_features(dataset, monkeypatch, tmp_path):
+def test_domain_cell_roles_and_feature_alignment_on_real_features(dataset, composer):
     """Beethoven -> Schubert: training items are Beethoven only, test and pool Schubert only; CORAL brings
     the scaled source covariance far closer to the pool's, standardise gives the pool zero mean, unit std."""
-    composer = dataset.column("composer")
-    cell = _cell(_cfg(method="coral"), dataset, monkeypatch, tmp_path)
-    assert set(composer[cell.roles.train]) == {"Beethoven"}
-    assert set(composer[cell.roles.test]) == set(composer[cell.roles.unlabelled]) == {"Schubert"}
+    names = dataset.column("composer")
+    cell = _composer_cell(composer, _cfg(method="coral"), dataset)
+    assert set(names[cell.roles.train]) == {"Beethoven"}
+    assert set(names[cell.roles.test]) == set(names[cell.roles.unlabelled]) == {"Schubert"}
     assert not set(cell.roles.unlabelled) & set(cell.roles.test)
-    plain = _cell(_cfg(), dataset, monkeypatch, tmp_path / "plain")
+    plain = _composer_cell(composer, _cfg(), dataset)
     np.testing.assert_array_equal(plain.part["test"].vector, cell.part["test"].vector)  # target untouched
     gap = lambda a, b: np.linalg.norm(np.cov(a, rowvar=False) - np.cov(b, rowvar=False))  # noqa: E731
     pool = cell.part["unlabelled"].vector
@@ -69,8 +82,8 @@ def test_domain_cell_roles_and_feature_alignment_on_real_features(dataset, monke
 
 
 @pytest.mark.parametrize("method", ["none", "standardise", "coral", "self_training"])
-def test_no_target_label_reaches_the_fit(method, dataset, monkeypatch, tmp_path):
-    cell = _cell(_cfg(method=method), _poisoned(dataset), monkeypatch, tmp_path)
+def test_no_target_label_reaches_the_fit(method, dataset, composer):
+    cell = _composer_cell(composer, _cfg(method=method), _poisoned(dataset))
     assert np.isfinite(cell.targets["train"]).all()
     preds = run.fit_cell(cell, torch.device("cpu"))
     assert np.isfinite(preds["test"]).all() and preds["test"].shape == (len(cell.roles.test), 19)
@@ -82,8 +95,8 @@ def test_the_upper_bound_does_read_target_labels(dataset, monkeypatch, tmp_path)
     assert np.isnan(cell.targets["train"]).all()
 
 
-def test_self_training_fits_the_pool_on_pseudo_labels_only(dataset, monkeypatch, tmp_path):
-    cell = _cell(_cfg(method="self_training"), _poisoned(dataset), monkeypatch, tmp_path)
+def test_self_training_fits_the_pool_on_pseudo_labels_only(dataset, composer):
+    cell = _composer_cell(composer, _cfg(method="self_training"), _poisoned(dataset))
     seen = []
 
     def fit(c):
@@ -128,12 +141,12 @@ def test_dann_trains_the_neural_model_against_the_domain_classifier(dataset, mon
     assert saved and not any(k.startswith(("task.", "domain.")) for k in saved)  # a plain symbolic_mlp's
 
 
-def test_a_folder_target_named_by_stems(dataset, monkeypatch, tmp_path):
+def test_a_folder_target_named_by_stems(dataset, tmp_path):
     """Transcription-like target: a folder of MIDI named by PercePiano stems (velocities on another scale)
     plus a file that names no item (unlabelled extra); its files, not the dataset's, are rated."""
     folder = tmp_path / "transcribed"
     folder.mkdir()
-    stems = [it.stem for it in dataset.items if it.composer == "Beethoven"]
+    stems = [it.stem for it in dataset.items if it.composer == "Beethoven"][::3]
     for stem in stems:
         mid = mido.MidiFile(dataset.items[dataset.index[stem]].midi_path)
         for track in mid.tracks:
@@ -146,13 +159,15 @@ def test_a_folder_target_named_by_stems(dataset, monkeypatch, tmp_path):
     assert len(corpus.items) == len(stems) and [p.name for p in corpus.extra] == ["maestro_take.mid"]
     cfg = config_from_dict({**RIDGE, "domain": {"target": str(folder), "method": "standardise"}})
     check_config(cfg, "cfg.yaml")
-    plain = _cell(config_from_dict({**RIDGE, "domain": {"source": "schubert", "target": "beethoven"}}),
-                  dataset, monkeypatch, tmp_path / "a")
-    cell = _cell(cfg, dataset, monkeypatch, tmp_path / "b")
-    assert set(dataset.stems[i] for i in cell.roles.test) <= set(stems)
-    assert len(cell.part["unlabelled"].vector) == len(cell.roles.unlabelled) + 1
-    assert not np.allclose(plain.part["test"].vector, cell.part["test"].vector)  # other files were read
-    assert np.isfinite(run.fit_cell(cell, torch.device("cpu"))["test"]).all()
+    cpu = torch.device("cpu")
+    roles, _ = run.fold_roles(cfg, dataset, 0.0)
+    assert {dataset.stems[i] for i in (*roles.test, *roles.unlabelled)} <= set(stems)
+    assert len(roles.train) > 500  # the source: every performance of the fold's training part (clean MIDI)
+    loaded = run._load_domain(cfg, dataset, roles, cpu, False)
+    assert len(loaded.parts(roles)["unlabelled"].vector) == len(roles.unlabelled) + 1
+    clean = run.load_items(cfg, dataset, roles.test, cpu).rows(roles.test).vector
+    assert not np.allclose(loaded.target.rows(roles.test).vector, clean, equal_nan=True)  # other files read
+    assert np.isfinite(run.fit_cell(run.make_cell(cfg, loaded, roles, None, cpu), cpu)["test"]).all()
 
 
 @pytest.mark.parametrize("domain, model, message", [
