@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pianolab.adapt.domain import (DannModel, align_features, coral_map, grad_reverse, resolve_corpus,
-                                   self_train)
+from pianolab.adapt.domain import DannModel, align_features, coral_map, grad_reverse, resolve_corpus, self_train
 from pianolab.config import config_from_dict, config_hash, identity_dict
 from pianolab.errors import PianolabError
 from pianolab.train import run
