@@ -27,6 +27,11 @@ def test_choices_are_the_registries_names():
     assert sorted(t.value for t in Tracker) == SINKS.names()
     assert sorted(b.value for b in Backend) == BACKENDS.names()
 
+    from pianolab.batch import BATCH_BACKENDS
+    from pianolab.commands.predict import Backend as PredictBackend
+
+    assert sorted(b.value for b in PredictBackend) == BATCH_BACKENDS.names()
+
 
 @pytest.mark.parametrize("command", [("ab", "run"), ("ab", "report")])
 def test_help_lists_the_tracker_choices(command):

@@ -105,3 +105,25 @@ def test_rerun_skips_finished_files_and_overwrite_starts_afresh(tmp_path):
     shutil.copy(GOOD[0], tmp_path / "x.csv")  # an --out that predict did not write is not appended to
     res = run("predict", GOOD[0], "--out", tmp_path / "x.csv")
     assert res.returncode == 2 and "pass --overwrite" in res.stderr
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_batches_in_parallel_give_the_same_rows_and_errors(tmp_path, corpus, backend):
+    """--jobs 2 (worker processes, or Ray tasks) predicts each file as one process does, bad files
+    included; rows come as batches finish."""
+    if backend == "ray":
+        pytest.importorskip("ray")
+    files = [*GOOD, tmp_path / "text.mid", tmp_path / "empty.mid"]
+    one = run("predict", *files, "--model", "default", "--out", tmp_path / "one.csv", "--batch", "1")
+    two = run("predict", *files, "--model", "default", "--out", tmp_path / "two.csv", "--batch", "1",
+              "--jobs", "2", "--backend", backend)
+    assert one.returncode == two.returncode == 2, two.stderr[-2000:]
+    errors = lambda r: sorted(line for line in r.stderr.splitlines() if line.startswith("error:"))
+    assert errors(one) == errors(two) and len(errors(two)) == 2
+    a, b = (pd.read_csv(tmp_path / f).sort_values("stem").reset_index(drop=True) for f in ("one.csv", "two.csv"))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_ray_options_without_ray_backend_are_refused(tmp_path):
+    res = run("predict", GOOD[0], "--model", "default", "--out", tmp_path / "p.csv", "--address", "auto")
+    assert res.returncode == 2 and "Ray options" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -123,6 +123,17 @@ def predict_files(paths: list[Path], model: Path | str | None = None, device: st
     return df[["stem", *DIMENSIONS]], errors
 
 
+def predict_batch(paths: list[Path], model: Path | str | None = None, device: str = "cpu",
+                  scores: dict[Path, Path] | None = None,
+                  groups: dict[Path, str] | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """`predict_table` on one batch of `pianolab predict`, with its PredictWarnings as lines (a batch may
+    run in another process, where warnings would not reach the user)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df, errors = predict_table(paths, model, device, scores, groups)
+    return df, errors, [str(w.message) for w in caught if issubclass(w.category, PredictWarning)]
+
+
 def predict_table(paths: list[Path], model: Path | str | None = None, device: str = "cpu",
                   scores: dict[Path, Path] | None = None,
                   groups: dict[Path, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -130,8 +141,8 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     error line for each file that did not. `scores`: the score file of some performances (MIDI or
     MusicXML); `groups`: their excerpt, for a peer-centred model. Without `model`, a performance with a
     score (given or found) goes to the shipped `with-score` model, the others to `default`. Recordings
-    are transcribed to MIDI first, except for a spectrogram-only model, which hears them as they are. Warnings (e.g. a peer-centred model given unrelated files) are issued
-    as `PredictWarning`."""
+    are transcribed to MIDI first, except for a spectrogram-only model, which hears them as they are.
+    Warnings (e.g. a peer-centred model given unrelated files) are issued as `PredictWarning`."""
     from pianolab.features.scores import find_score, given_scores
 
     req = Request([Path(p) for p in paths], {Path(k): Path(v) for k, v in (scores or {}).items()},

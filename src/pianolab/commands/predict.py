@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,10 @@ import pandas as pd
 import typer
 
 from pianolab.errors import PianolabError, fail
+
+# The names of pianolab.batch.BATCH_BACKENDS (tests/test_cli_choices.py keeps them equal), listed here so
+# that --help does not import the backends.
+Backend = Enum("Backend", {n: n for n in ("local", "ray")}, type=str)
 
 
 def predict(
@@ -31,11 +37,21 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="start --out afresh instead of skipping files already in it")] = False,
     batch: Annotated[int, typer.Option(min=1, help="files per batch (rows are written after each batch)")] = 64,
     device: str = "cpu",
+    backend: Annotated[Backend, typer.Option(help="where batches run: local (this machine, --jobs processes) or "
+                                             "ray (a local Ray instance or the cluster at --address)")] = Backend.local,
+    jobs: Annotated[int, typer.Option(min=1, help="batches at a time (worker processes or Ray CPUs)")] = 1,
+    address: Annotated[str | None, typer.Option(help="Ray cluster (auto, HOST:PORT); --backend ray only")] = None,
+    gpus_per_task: Annotated[float, typer.Option(min=0, help="GPUs each Ray task asks for (e.g. 0.25: four "
+                                                 "transcribe on one GPU); --backend ray only")] = 0.0,
     explain: Annotated[bool, typer.Option(help="also write why (SHAP, tree/ridge models): <out>.explain.json "
                                           "and one HTML page per performance in <out>_pages/")] = False,
 ) -> None:
     """Predict the 19 ratings of performances; a bad file gets a one-line error, the rest still run."""
-    from pianolab.predict import COLUMNS, expand_inputs, read_manifest
+    from pianolab.batch import BATCH_BACKENDS, BatchOptions
+    from pianolab.predict import COLUMNS, expand_inputs, predict_batch, read_manifest
+
+    run_batches = BATCH_BACKENDS.get(backend.value)
+    opts = BatchOptions(jobs, address, gpus_per_task)
 
     paths = expand_inputs(inputs or [])
     scores, groups = {}, {}
@@ -53,8 +69,10 @@ def predict(
     todo = [p for p in paths if str(p) not in done]
     failed, counts = 0, {}
     bar = _bar(len(todo))
-    for chunk in _chunks(todo, groups, model, batch):
-        df, errors = _predict_chunk(chunk, model, device, scores, groups)
+    fn = partial(predict_batch, model=model, device=device, scores=scores, groups=groups)
+    for chunk, (df, errors, notes) in run_batches(fn, _chunks(todo, groups, model, batch), opts):
+        for note in notes:
+            bar.write(f"warning: {note}", file=sys.stderr)
         for e in errors:
             bar.write(f"error: {e}", file=sys.stderr)
         failed += len(errors)
@@ -77,19 +95,6 @@ def predict(
         failed += len(problems)
     if failed:
         raise typer.Exit(2)
-
-
-def _predict_chunk(chunk, model, device, scores, groups):
-    """predict_table on one batch, its PredictWarnings printed as `warning: ...` lines."""
-    from pianolab.predict import PredictWarning, predict_table
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df, errors = predict_table(chunk, model, device, scores, groups)
-    for w in caught:
-        if issubclass(w.category, PredictWarning):
-            typer.echo(f"warning: {w.message}", err=True)
-    return df, errors
 
 
 def _prepare_out(out: Path, overwrite: bool) -> set[str]:
