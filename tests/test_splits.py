@@ -140,5 +140,6 @@ def test_paper_performer_protocol_matches_its_code(dataset):
     tested = {(by_stem[s].composer, by_stem[s].player) for s in folds[0].test}
     assert tested == {("Beethoven", "2"), ("Beethoven", "3"), ("Schubert", "1"), ("Schubert", "2")}
     assert all(by_stem[s].player != "Score2" for f in folds for s in set(dataset.stems) - set(f.train) - set(f.test))
-    first_out = {(by_stem[s].composer, by_stem[s].player) for s in set(dataset.stems) - set(folds[0].train) - set(folds[0].test)}
+    left_out = set(dataset.stems) - set(folds[0].train) - set(folds[0].test)
+    first_out = {(by_stem[s].composer, by_stem[s].player) for s in left_out}
     assert first_out == {("Beethoven", "4"), ("Beethoven", "7"), ("Schubert", "3"), ("Schubert", "4")}
