@@ -134,8 +134,10 @@ def _train_pack(exp_name: str, variant: str, todo: list, threads: int) -> list[d
 
 def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not, nor
-    continual learning (two phases with their own heads and losses)."""
-    return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none"
+    continual learning (two phases with their own heads and losses), nor self-training or DANN (their
+    fits go through `train.run.fit_cell`: pseudo-label fits first, a domain classifier in the step)."""
+    return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none" \
+        and cfg.domain.method not in ("self_training", "dann")
 
 
 @BACKENDS.register("threads")
