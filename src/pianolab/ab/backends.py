@@ -134,10 +134,10 @@ def _train_pack(exp_name: str, variant: str, todo: list, threads: int) -> list[d
 
 def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not, nor
-    continual learning (two phases with their own heads and losses), nor self-training or DANN (their
-    fits go through `train.run.fit_cell`: pseudo-label fits first, a domain classifier in the step)."""
+    continual learning (two phases with their own heads and losses), nor a domain shift (its files are
+    not the shared spectrograms' rows; self-training and DANN fit through `train.run.fit_cell`)."""
     return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none" \
-        and cfg.domain.method not in ("self_training", "dann")
+        and not cfg.domain.target
 
 
 @BACKENDS.register("threads")
