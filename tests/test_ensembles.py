@@ -60,10 +60,13 @@ def test_registered_ensemble_is_the_mean_of_rf_and_gb():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 4))
     y = np.c_[x[:, 0] ** 2, x[:, 1]]
+    from threadpoolctl import threadpool_limits
+
     small = {"random_forest__n_estimators": 30, "gradient_boosting__max_iter": 30}
-    ens = create_estimator("ensemble_rf_gb", seed=0, **small).fit(x, y)
-    rf = create_estimator("random_forest", seed=0, n_estimators=30).fit(x, y)
-    gb = create_estimator("gradient_boosting", seed=0, max_iter=30).fit(x, y)
+    with threadpool_limits(1):  # OpenMP threads spin on a busy 2-core machine: one is faster here
+        ens = create_estimator("ensemble_rf_gb", seed=0, **small).fit(x, y)
+        rf = create_estimator("random_forest", seed=0, n_estimators=30).fit(x, y)
+        gb = create_estimator("gradient_boosting", seed=0, max_iter=30).fit(x, y)
     np.testing.assert_allclose(ens.predict(x), (rf.predict(x) + gb.predict(x)) / 2, rtol=1e-5, atol=1e-6)
 
 
@@ -118,6 +121,19 @@ def test_cross_family_weights_are_fitted_on_inner_folds_of_the_training_rows_onl
     np.testing.assert_allclose(est.predict(x), np.tensordot(w, parts, axes=1), rtol=1e-5, atol=1e-6)
 
 
+def _small_root(dest, dataset, every=4):
+    """A data folder with the performances of every `every`-th excerpt (labels of the rest are dropped
+    for want of MIDI): real items, a quarter of the cost."""
+    shutil.copytree(dataset.root / "labels", dest / "labels")
+    (dest / "midi").mkdir()
+    groups = sorted(set(dataset.column("group")))
+    keep = set(groups[::every])
+    for it, g in zip(dataset.items, dataset.column("group"), strict=True):
+        if g in keep:
+            shutil.copy(it.midi_path, dest / "midi" / it.midi_path.name)
+    return dest
+
+
 def _labels_changed(root, stems, value):
     path = root / MEAN_LABELS
     labels = json.loads(path.read_text())
@@ -130,11 +146,12 @@ def _labels_changed(root, stems, value):
     {"name": "stacking", "params": {"members": ["ridge", "extra_trees_small"], "member_params": TINY_TREES}},
     {"name": "cross_family", "params": {"members": ["ridge", "extra_trees_small"], "member_params": TINY_TREES}},
 ], ids=["stacking", "cross_family"])
-def test_test_fold_labels_do_not_change_a_stacked_models_predictions(tmp_path, data_copy, model, monkeypatch):
+def test_test_fold_labels_do_not_change_a_stacked_models_predictions(tmp_path, dataset, model, monkeypatch):
     """Changing every test item's labels leaves the test predictions identical (the nested folds are
     inside the training fold); the shipped-model path (`predict`, skops) gives the same numbers."""
     from pianolab.predict import predict_files
 
+    data_copy = _small_root(tmp_path / "data", dataset)
     raw = {"data": {"root": str(data_copy)}, "features": {"vector": ["symbolic"]}, "model": model,
            "track": {"tracker": "none"}}
     monkeypatch.setenv("PIANOLAB_SPLITS", str(tmp_path / "splits_a"))  # the same partition, made per data version
@@ -152,14 +169,17 @@ def test_test_fold_labels_do_not_change_a_stacked_models_predictions(tmp_path, d
     np.testing.assert_allclose(df[list(DIMENSIONS)].to_numpy(float), head[PRED].to_numpy(float), atol=1e-4)
 
 
-def test_tta_averages_the_predictions_of_the_copies(tmp_path, dataset):
+def test_tta_averages_the_predictions_of_the_copies(tmp_path, dataset, monkeypatch):
     """A run with `ensemble.tta: 2` predicts each test item as the mean of the plain run's prediction
     and the saved model's prediction on the item's MIDI-augmented copy (render.augment)."""
     from pianolab.predict import predict_files
     from pianolab.render.augment import augmented_bytes
 
     assert tta_mean(lambda c: c * 2.0, [np.ones((2, 3)), np.zeros((2, 3))]).tolist() == [[1.0] * 3] * 2
-    raw = {"features": {"vector": ["symbolic"]}, "model": {"name": "ridge"}, "track": {"tracker": "none"}}
+    monkeypatch.setenv("PIANOLAB_SPLITS", str(tmp_path / "splits"))
+    root = str(_small_root(tmp_path / "data", dataset))
+    raw = {"data": {"root": root}, "features": {"vector": ["symbolic"]}, "model": {"name": "ridge"},
+           "track": {"tracker": "none"}}
     execute(config_from_dict(raw), tmp_path / "plain")
     execute(config_from_dict({**raw, "ensemble": {"tta": 2, "tta_preset": "medium"}}), tmp_path / "tta")
     plain = pd.read_parquet(tmp_path / "plain" / "predictions.parquet").query("role == 'test'").head(4)
@@ -178,13 +198,16 @@ def test_tta_averages_the_predictions_of_the_copies(tmp_path, dataset):
                                atol=1e-4)
 
 
-def test_snapshot_ensemble_cycles_the_lr_and_averages_the_end_of_cycle_weights(tmp_path, dataset):
+def test_snapshot_ensemble_cycles_the_lr_and_averages_the_end_of_cycle_weights(tmp_path, dataset, monkeypatch):
     from pianolab.predict import predict_files
 
     assert cycle_ends(6, 3) == [2, 4, 6]
     assert cycle_multiplier(0.0, 3) == 1.0 and cycle_multiplier(1 / 3, 3) == 1.0  # restarts
     assert cycle_multiplier(0.3, 3) < 0.05
-    raw = {"features": {"vector": ["symbolic"]}, "model": {"name": "symbolic_mlp"}, "train": {"epochs": 4},
+    monkeypatch.setenv("PIANOLAB_SPLITS", str(tmp_path / "splits"))
+    root = str(_small_root(tmp_path / "data", dataset))
+    raw = {"data": {"root": root}, "features": {"vector": ["symbolic"]}, "model": {"name": "symbolic_mlp"},
+           "train": {"epochs": 4},
            "ensemble": {"snapshots": 2}, "track": {"tracker": "none"}}
     cfg = config_from_dict(raw)
     check_config(cfg, "t")
