@@ -87,16 +87,16 @@ def _config_trace(optim: dict, epochs: int, steps_per_epoch: int, metric=None) -
     return lrs
 
 
-def test_six_schedules_give_six_distinct_documented_traces():
+def test_seven_schedules_give_seven_distinct_documented_traces():
     """Each schedule from a config with no warm-up key: only warmup_cosine warms up, constant is flat,
     step_decay drops 10x at epochs 50, 100 and 150, one_cycle peaks at 30%, reduce_on_plateau halves
-    after a plateau of the validation loss."""
+    after a plateau of the validation loss, cyclic_cosine restarts its cosine 5 times."""
     epochs, spe = 160, 2
     plateau = lambda epoch: 1.0 / (1 + min(epoch, 20))  # noqa: E731  (improves for 20 epochs, then flat)
     traces = {name: _config_trace({"schedule": name}, epochs, spe, plateau if name == "reduce_on_plateau"
                                   else None) for name in SCHEDULES.names()}
-    assert len(traces) == 6
-    assert len({tuple(round(x, 9) for x in t) for t in traces.values()}) == 6
+    assert len(traces) == 7
+    assert len({tuple(round(x, 9) for x in t) for t in traces.values()}) == 7
     n = epochs * spe
     assert traces["constant"] == [1.0] * n
     cos = traces["cosine"]
@@ -114,6 +114,9 @@ def test_six_schedules_give_six_distinct_documented_traces():
     plat = traces["reduce_on_plateau"]
     assert plat[:21 * spe] == [1.0] * (21 * spe) and plat[-1] < 1.0 and min(plat) > 0
     assert sorted(set(plat), reverse=True)[:2] == pytest.approx([1.0, 0.5])
+    cyc, cycle = traces["cyclic_cosine"], n // 5
+    assert [cyc[i * cycle] for i in range(5)] == [1.0] * 5 and cyc[cycle - 1] < 1e-3
+    assert cyc[cycle // 2] == pytest.approx(0.5, abs=0.01) and cyc[:cycle] == cyc[cycle:2 * cycle]
 
 
 def test_explicit_warmup_frac_applies_to_any_schedule():
