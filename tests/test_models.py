@@ -164,7 +164,9 @@ def test_symbolic_batchnorm():
 FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter": 10, "n_jobs": 1},
         "ridge": {}, "ensemble_rf_gb": {}, "extra_trees": {"n_estimators": 30}, "ensemble_gb_et": {},
         "lightgbm": {"n_estimators": 100, "learning_rate": 0.1}, "xgboost": {"n_estimators": 100, "learning_rate": 0.1},
-        "catboost": {"iterations": 100, "learning_rate": 0.1}}
+        "catboost": {"iterations": 100, "learning_rate": 0.1},
+        "mlp": {}, "extra_trees_small": {}, "stacking": {"members": ["ridge", "extra_trees_small"]},
+        "cross_family": {"members": ["ridge", "mlp"]}, "residual_boost": {"first": "extra_trees_small"}}
 
 
 @pytest.mark.parametrize("name", ESTIMATORS.names())
