@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats} forward+backward passes")
     print("| L | kind | kernel | ms | time / full | peak MiB | memory / full |\n|---|---|---|---|---|---|---|")
     for length in lengths:
+        # each length compiles FlexAttention anew (a model trains at one length): past dynamo's recompile
+        # limit it would fall back to the unfused kernel that materialises every score
+        torch._dynamo.reset()
         full = None
         for kind in KINDS:
             try:
