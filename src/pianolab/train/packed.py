@@ -83,6 +83,10 @@ def unpackable_reason(trainer: Trainer) -> str | None:
             return m.packing_problem
     if cfg.train.max_seconds is not None:
         return "a wall-time budget is per run"
+    if cfg.ensemble.snapshots:
+        return "snapshot ensembles keep each run's end-of-cycle weights (ensemble.snapshots)"
+    if cfg.ensemble.tta > 1:
+        return "test-time augmentation reads each run's test inputs after training (ensemble.tta)"
     return None
 
 
