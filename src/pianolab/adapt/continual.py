@@ -258,11 +258,10 @@ def _train(trainer: Trainer, train: Tensors, val: Tensors, cols: np.ndarray | No
 
 
 def _targets(data: Tensors, target: torch.Tensor) -> Tensors:
-    return Tensors(data.batch, target) if type(data) is Tensors else _unsupported()
-
-
-def _unsupported():
-    raise PianolabError("continual learning runs one cell at a time (not with shared spectrogram rows)")
+    """`data`'s inputs with other targets."""
+    if type(data) is not Tensors:
+        raise PianolabError("continual learning runs one cell at a time (not with shared spectrogram rows)")
+    return Tensors(data.batch, target)
 
 
 def _mean_r(y: np.ndarray, p: np.ndarray) -> float:
