@@ -119,7 +119,9 @@ def collect(exp: Experiment, root: Path | None = None, seeds: int | None = None,
                     if m == metric and r.per_dim is not None:
                         per_dim[i, s, k] = r.per_dim
                 cells[(v, s, k)] = (folder, meta, idx, true, pred)
-                sizes[s, k] = (meta["n_train"] + meta.get("n_val", 0), meta["n_test"])
+                # the smallest training part among the variants of this cell (they differ under a domain
+                # shift: source vs target labels): the larger, conservative Nadeau-Bengio correction
+                sizes[s, k] = np.fmin(sizes[s, k], (meta["n_train"] + meta.get("n_val", 0), meta["n_test"]))
     stops = _replay_early_stop(exp, variants, scores[exp.primary_metric], sizes)
     for (v, s, k) in ((v, s, k) for v in variants for s in range(seeds) for k in range(exp.folds)):
         if (v, s, k) not in cells and not (v in stops and s >= stops[v][0]):
