@@ -225,11 +225,15 @@ def test_snapshot_ensemble_cycles_the_lr_and_averages_the_end_of_cycle_weights(t
         one = tmp_path / f"one{i}"
         shutil.copytree(folder, one)
         torch.save({**ckpt, "model": state}, one / "checkpoint.pt")
+        (one / "snapshots.pt").unlink()
         df, errors = predict_files(files, one)
         assert not errors
         preds.append(df[list(DIMENSIONS)].to_numpy(float))
     assert not np.allclose(preds[0], preds[1])
     np.testing.assert_allclose(written[PRED].to_numpy(float), np.mean(preds, axis=0), atol=1e-4)
+    shipped, errors = predict_files(files, folder)  # predict on the run itself averages its snapshots too
+    assert not errors
+    np.testing.assert_allclose(shipped[list(DIMENSIONS)].to_numpy(float), written[PRED].to_numpy(float), atol=1e-4)
     assert len(lrs) == 4 and lrs[1] > lrs[0] and lrs[1] > lrs[2] > lrs[3]  # end-of-epoch LR: the cosine restarted
 
 

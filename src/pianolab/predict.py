@@ -337,9 +337,7 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np
     from pianolab.train.trainer import standardise
 
     norm = ckpt["norm"]
-    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
+    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"]).to(device).eval()
     batch = {}
     if inputs.spec is not None:
         if inputs.spec.shape[1:3] != (ckpt["model_kwargs"].get("in_channels"), ckpt["model_kwargs"].get("n_freq")):
@@ -349,5 +347,11 @@ def _predict_neural(ckpt: dict, inputs: Inputs, device: str, folder: Path) -> np
                                     norm["spec_std"])
     if inputs.vector is not None:
         batch["vector"] = torch.from_numpy(model_vector(inputs, norm, folder)).to(device)
+    snapshots = folder / "snapshots.pt"  # ensemble.snapshots: the run's prediction is their mean
+    states = torch.load(snapshots, map_location="cpu", weights_only=True) if snapshots.is_file() else [ckpt["model"]]
+    out = []
     with torch.no_grad():
-        return model(batch).float().cpu().numpy()
+        for state in states:
+            model.load_state_dict(state)
+            out.append(model(batch).float().cpu().numpy())
+    return np.mean(out, axis=0)
