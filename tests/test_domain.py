@@ -213,7 +213,7 @@ def test_transcribed_experiment_loads_once_its_folder_exists(dataset, tmp_path, 
     from pianolab.ab.spec import load_experiment
 
     monkeypatch.chdir(tmp_path)
-    path = REPO / "experiments" / "e2_domain_transcribed.yaml"
+    path = REPO / "experiments" / "pending" / "e2_domain_transcribed.yaml"
     with pytest.raises(PianolabError, match="'transcriptions/clean' is neither a registered domain"):
         load_experiment(path)
     (tmp_path / "transcriptions" / "clean").mkdir(parents=True)
