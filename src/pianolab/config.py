@@ -69,6 +69,9 @@ class DataConfig:
     repeat: int = _in(0, 0)  # which repeat this run belongs to
     fold: int = _in(0, 0)
     humans_only: bool = False  # drop deadpan Score/Score2 renditions from train and test
+    # training targets (pianolab.data.rater_effects.TARGETS): mean (the official labels) | rater_offsets |
+    # rater_effects (a rater model fitted on the training fold's individual ratings); test: official labels
+    targets: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     checkpoint_every: int = _in(10, 1)
     eval_every: int = _in(1, 1)
+    # per-item sample weights of scikit-learn estimators (pianolab.data.rater_effects.SAMPLE_WEIGHTS):
+    # none | rater_precision (inverse variance of the item's mean rating, from the training fold's ratings)
+    sample_weights: str = "none"
 
 
 @dataclass(frozen=True)
@@ -362,6 +368,9 @@ def identity_dict(cfg: RunConfig) -> dict:
             d["features"].pop(option)
     if cfg.ensemble == EnsembleConfig():  # no ensemble option: runs keep their hashes
         d.pop("ensemble")
+    for section, key, off in (("data", "targets", "mean"), ("train", "sample_weights", "none")):
+        if getattr(getattr(cfg, section), key) == off:  # the default: runs keep their hashes
+            d[section].pop(key)
     for path in NOT_IDENTITY:
         node = d
         for p in path[:-1]:

@@ -34,11 +34,27 @@ def member_seeds(seed: int, n: int) -> list[int]:
     return [seed + BAG_STRIDE * i for i in range(n)]
 
 
-def fit_grouped(est, X, y, groups=None):
-    """`est.fit(X, y)`, passing `groups` to estimators that take them (this module's ensembles)."""
+def fit_grouped(est, X, y, groups=None, sample_weight=None):
+    """`est.fit(X, y)`, passing `groups` to estimators that take them (this module's ensembles) and
+    `sample_weight` (per row) when given (see `accepts_sample_weight`)."""
+    kw = {} if sample_weight is None else {"sample_weight": sample_weight}
     if groups is not None and getattr(est, "takes_groups", False):
-        return est.fit(X, y, groups=groups)
-    return est.fit(X, y)
+        return est.fit(X, y, groups=groups, **kw)
+    return est.fit(X, y, **kw)
+
+
+def accepts_sample_weight(est) -> bool:
+    """Whether `est.fit` takes per-row `sample_weight` (a mean ensemble: when every member does; a
+    MultiOutputRegressor: when its estimator does)."""
+    import inspect
+
+    from sklearn.multioutput import MultiOutputRegressor
+
+    if isinstance(est, MeanEnsemble):
+        return all(accepts_sample_weight(m) for m in est.members)
+    if isinstance(est, MultiOutputRegressor):
+        return accepts_sample_weight(est.estimator)
+    return "sample_weight" in inspect.signature(est.fit).parameters
 
 
 def inner_folds(n: int, groups, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -83,8 +99,8 @@ class MeanEnsemble(RegressorMixin, BaseEstimator):
         self.members = members
         self.weights = weights
 
-    def fit(self, X, y, groups=None) -> MeanEnsemble:
-        self.fitted_ = [fit_grouped(clone(m), X, y, groups) for m in self.members]
+    def fit(self, X, y, groups=None, sample_weight=None) -> MeanEnsemble:
+        self.fitted_ = [fit_grouped(clone(m), X, y, groups, sample_weight) for m in self.members]
         return self
 
     def predict(self, X) -> np.ndarray:

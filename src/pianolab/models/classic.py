@@ -22,7 +22,7 @@ from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
 from sklearn.neural_network import MLPRegressor
 
-from pianolab.advanced.ensembles import COMPOSITES, MeanEnsemble, bagged, fit_grouped
+from pianolab.advanced.ensembles import COMPOSITES, MeanEnsemble, accepts_sample_weight, bagged, fit_grouped
 from pianolab.errors import PianolabError
 from pianolab.features.select import select_top_k
 from pianolab.models.boosters import BOOSTERS
@@ -109,11 +109,15 @@ class ClassicRegressor:
         self.name, self.estimator, self.seed, self.top_k = name, estimator, seed, top_k
         self.selected_: np.ndarray | None = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> ClassicRegressor:
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
+            sample_weight: np.ndarray | None = None) -> ClassicRegressor:
+        """`sample_weight` (n,): per-row weights, for estimators that take them (`accepts_sample_weight`)."""
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if sample_weight is not None and not accepts_sample_weight(self.estimator):
+            raise PianolabError(f"estimator {self.name!r} does not accept sample weights")
         if self.top_k is not None and self.top_k < x.shape[1]:
             self.selected_ = select_top_k(x, y, self.top_k, self.seed)
-        fit_grouped(self.estimator, self._select(x), y, groups)
+        fit_grouped(self.estimator, self._select(x), y, groups, sample_weight)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:

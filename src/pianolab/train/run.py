@@ -136,6 +136,7 @@ class Cell:
     part: dict[str, Inputs]
     targets: dict[str, np.ndarray]
     norm: dict
+    weights: np.ndarray | None = None  # per training row (`train.sample_weights`), estimators only
 
     @property
     def estimator(self) -> bool:
@@ -266,7 +267,8 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
         part = _with_peers(cfg, loaded.dataset, roles, part)
     part["train"] = _with_augmented_copies(cfg, loaded.dataset, roles.train, part["train"], str(device))
     y_all = loaded.dataset.labels
-    targets = {"train": np.concatenate([y_all[roles.train]] * _copies(cfg)), "val": y_all[roles.val],
+    y_fold = _fold_targets(cfg, loaded.dataset, roles)
+    targets = {"train": np.concatenate([y_fold["train"]] * _copies(cfg)), "val": y_fold["val"],
                "support": y_all[roles.support]}
     group = loaded.dataset.column("group")
     groups = {"train": np.concatenate([group[roles.train]] * _copies(cfg)), "val": group[roles.val]}
@@ -275,7 +277,28 @@ def make_cell(cfg: RunConfig, loaded: Loaded, roles: Roles, folder: Path | None,
         from pianolab.adapt.domain import align_features
 
         prepared = align_features(cfg.domain, prepared)
-    return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm)
+    return Cell(cfg, folder, loaded.dataset, roles, prepared, targets, norm, _fold_weights(cfg, loaded.dataset, roles))
+
+
+def _fold_targets(cfg: RunConfig, dataset: Dataset, roles: Roles) -> dict[str, np.ndarray]:
+    """The 'train' and 'val' targets by `data.targets` (`pianolab.data.rater_effects`): a rater model is
+    fitted on the individual ratings of the training fold's items only (train and val), never a test
+    item's; test metrics always use the official labels (`finish_cell`)."""
+    if cfg.data.targets == "mean":
+        return {"train": dataset.labels[roles.train], "val": dataset.labels[roles.val]}
+    from pianolab.data.rater_effects import training_targets
+
+    y = training_targets(cfg.data.targets, dataset, np.concatenate([roles.train, roles.val]))
+    return {"train": y[:len(roles.train)], "val": y[len(roles.train):]}
+
+
+def _fold_weights(cfg: RunConfig, dataset: Dataset, roles: Roles) -> np.ndarray | None:
+    """Per-row weights of the training part by `train.sample_weights`, from its items' ratings only."""
+    if cfg.train.sample_weights == "none":
+        return None
+    from pianolab.data.rater_effects import training_weights
+
+    return np.concatenate([training_weights(cfg.train.sample_weights, dataset, roles.train)] * _copies(cfg))
 
 
 def fit_cell(cell: Cell, device: torch.device) -> dict[str, np.ndarray]:
@@ -407,7 +430,8 @@ def _fit_estimator(cell: Cell, device) -> dict[str, np.ndarray]:
         raise PianolabError(f"model {cfg.model.name!r} needs vector features (features.vector)")
     est = create_estimator(cfg.model.name, seed=cfg.train.seed, bagging=cfg.ensemble.bagging, **cfg.model.params)
     groups = np.concatenate([cell.dataset.column("group")[cell.roles.train]] * _copies(cfg))  # inner folds
-    est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing), groups)
+    est.fit(part["train"].vector, _standardise(targets["train"], norm, cfg.objective.label_smoothing), groups,
+            sample_weight=cell.weights)
     if folder is not None:
         save_model({"estimator": est, "norm": _norm_state(norm), "config": to_dict(cfg)}, folder / MODEL_FILE)
         save_stack(norm, folder)

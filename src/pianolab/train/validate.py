@@ -170,6 +170,7 @@ def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
     from pianolab.adapt.continual import STRATEGIES as CONTINUAL
     from pianolab.adapt.fewshot import FEWSHOT, TASKS
     from pianolab.adapt.pretrain import METHODS as PRETRAIN
+    from pianolab.data.rater_effects import SAMPLE_WEIGHTS, TARGETS
     from pianolab.data.splits import STRATEGIES
     from pianolab.features.kinds import FEATURE_KINDS, register_all
     from pianolab.features.spectrogram import LENGTH_POLICIES
@@ -193,6 +194,8 @@ def _names(cfg: RunConfig) -> dict[str, tuple[list[str], Iterable[str]]]:
         "features.renderer": (RENDERERS.names(), [f.renderer]),
         "features.length_policy": (LENGTH_POLICIES.names(), [f.length_policy]),
         "data.split": (STRATEGIES.names(), [cfg.data.split]),
+        "data.targets": (TARGETS.names(), [cfg.data.targets]),
+        "train.sample_weights": (SAMPLE_WEIGHTS.names(), [cfg.train.sample_weights]),
         "objective.name": (OBJECTIVES.names(), [cfg.objective.name]),
         "optim.schedule": (SCHEDULES.names(), [cfg.optim.schedule]),
         "augment.preset": (PRESETS.names(), [cfg.augment.preset]),
@@ -306,9 +309,26 @@ def _ensemble_options(cfg: RunConfig) -> None:
         raise PianolabError("ensemble.tta does not combine with features.peer_centred")
 
 
+def _sample_weight_options(cfg: RunConfig) -> None:
+    """Sample weights need a scikit-learn estimator whose fit takes them (`accepts_sample_weight`)."""
+    if cfg.train.sample_weights == "none":
+        return
+    if not _estimator(cfg):
+        raise PianolabError(f"sample weights go to scikit-learn estimators; model {cfg.model.name!r} is neural")
+    from pianolab.advanced.ensembles import accepts_sample_weight
+    from pianolab.models.classic import create_estimator
+
+    est = create_estimator(cfg.model.name, seed=cfg.train.seed, bagging=cfg.ensemble.bagging, **cfg.model.params)
+    if not accepts_sample_weight(est.estimator):
+        raise PianolabError(f"estimator {cfg.model.name!r} does not accept sample weights (its fit takes no "
+                            "sample_weight)")
+    if cfg.domain.target:
+        raise PianolabError("sample weights do not combine with a domain shift (domain.target)")
+
+
 _OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
             "objective.params": _objective_options, "ensemble": _ensemble_options, "continual": _continual_options,
-            "pretrain": _pretrain_options, "adapt": _adapt_options}
+            "pretrain": _pretrain_options, "adapt": _adapt_options, "train.sample_weights": _sample_weight_options}
 
 
 def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
