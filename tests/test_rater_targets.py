@@ -170,3 +170,22 @@ def test_defaults_keep_the_run_hashes():
     on = identity_dict(config_from_dict({"data": {"targets": "rater_effects"},
                                          "train": {"sample_weights": "rater_precision"}}))
     assert on["data"]["targets"] == "rater_effects" and on["train"]["sample_weights"] == "rater_precision"
+
+
+def test_sample_weights_reach_every_member_of_an_ensemble():
+    from sklearn.linear_model import Ridge
+
+    from pianolab.advanced.ensembles import accepts_sample_weight
+    from pianolab.models.classic import create_estimator
+
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=(60, 4)), rng.normal(size=(60, 19)), rng.uniform(0.2, 3.0, 60)
+    ridge = create_estimator("ridge", seed=0).fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(ridge.predict(x), Ridge(alpha=10.0).fit(x, y, sample_weight=w).predict(x), atol=1e-5)
+    assert not np.allclose(ridge.predict(x), create_estimator("ridge", seed=0).fit(x, y).predict(x))
+    for name in ("ensemble_gb_et", "ensemble_rf_gb", "extra_trees_small", "mlp"):
+        assert accepts_sample_weight(create_estimator(name, seed=0).estimator), name
+    bagged = create_estimator("ridge", seed=0, bagging=3)  # a mean ensemble: each member gets the weights
+    assert accepts_sample_weight(bagged.estimator)
+    np.testing.assert_allclose(bagged.fit(x, y, sample_weight=w).predict(x), ridge.predict(x), atol=1e-5)
+    assert not accepts_sample_weight(create_estimator("residual_boost", seed=0).estimator)
