@@ -97,12 +97,11 @@ class Server:
             raise ApiError(408, f"prediction took longer than the {self.s.timeout_s:g} s limit") from None
 
     def explanations(self, model: ServedModel):
-        from pianolab.serve.explain import Explanations
+        """SHAP for estimator runs, integrated gradients for neural runs on vector features (cached)."""
+        from pianolab.serve.gradients import explanations_for
 
         if model.name not in self.explainers:
-            if not model.is_estimator:
-                raise PianolabError(f"no explanations for the neural model {model.name}")
-            self.explainers[model.name] = Explanations(model.saved)
+            self.explainers[model.name] = explanations_for(model)
         return self.explainers[model.name]
 
 
@@ -183,7 +182,8 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request, background: BackgroundTasks,
         performance: Annotated[UploadFile, File(description="performance: MIDI (or a recording)")],
         score: Annotated[UploadFile | None, File(description="optional score MIDI of the excerpt")] = None,
-        explain: Annotated[bool, Query(description="add the reasons behind each rating (SHAP)")] = False,
+        explain: Annotated[bool, Query(description="add the reasons behind each rating (SHAP for tree and "
+                                                        "linear models, integrated gradients for neural ones)")] = False,
         x_client_id: Annotated[str | None, Header(description="sticky client id for the traffic split")] = None,
     ) -> dict:
         """The 19 ratings of one performance (0..1 and 1..7), the model that made them, and on request
@@ -225,10 +225,13 @@ def create_app(settings: Settings) -> FastAPI:
                "scale": SCALE, "ratings": _ratings(pred.values), "latency_ms": round(latency, 2)}
         if explain:
             try:
-                out["explanations"] = await server.run(lambda: server.explanations(model).reasons(
-                    pred.vector, pred.features)) if pred.vector is not None else None
-                if out["explanations"] is None:
-                    out["explain_error"] = "explanations need MIDI into an estimator run"
+                explainer = server.explanations(model)
+                out["explain_method"] = explainer.method
+                if pred.vector is None:
+                    raise PianolabError("explanations need a MIDI performance (a recording's reasons are not "
+                                        "computed)")
+                out["explanations"] = await server.run(lambda: explainer.reasons(
+                    pred.vector, pred.features, **model.explain_context(path, kind, score_path)))
             except PianolabError as e:
                 out["explanations"], out["explain_error"] = None, str(e)
         background.add_task(_shadow, server, [server.models[a] for a in shadows], path, kind, score_path, base,

@@ -91,6 +91,8 @@ def explainer_for(est, width: int) -> Explainer:
 class Explanations:
     """Explains the predictions of one saved estimator run ({"estimator": ClassicRegressor, "norm"})."""
 
+    method = "shap"
+
     def __init__(self, saved: dict):
         reg, norm = saved["estimator"], saved["norm"]
         self.columns = np.asarray(norm["vector_names"])
@@ -108,10 +110,11 @@ class Explanations:
         values, base = self.explainer(x)
         return values * self.y_std, base * self.y_std + self.y_mean
 
-    def reasons(self, x: np.ndarray, raw: dict[str, float] | None = None, top: int = TOP) -> list[dict]:
+    def reasons(self, x: np.ndarray, raw: dict[str, float] | None = None, top: int = TOP, **context) -> list[dict]:
         """Per dimension of the one performance in `x` (1, D): base value and the `top` features that
-        raised and lowered the rating most, with their musical words and effect in rating points."""
-        values, base = self.shap(x)
+        raised and lowered the rating most, with their musical words and effect in rating points
+        (`context`: what a subclass's attributions need besides the vector)."""
+        values, base = self.shap(x, **context)
         out = []
         for j, dim in enumerate(DIMENSIONS):
             v = values[0, :, j]

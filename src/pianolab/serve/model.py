@@ -93,7 +93,9 @@ class ServedModel:
         df, errors = predict_files([path], self.folder, scores={path: score} if score else None)
         if errors or df.empty:
             raise PianolabError(errors[0] if errors else f"{path.name}: not predicted")
-        return Prediction(df[list(DIMENSIONS)].to_numpy(dtype=float)[0], self.features(path, kind, score), None)
+        features = self.features(path, kind, score)
+        vector = self.vector_from_features(features) if features else None  # a neural run's, for its reasons
+        return Prediction(df[list(DIMENSIONS)].to_numpy(dtype=float)[0], features, vector)
 
     def features(self, path: Path, kind: str, score: Path | None = None) -> dict[str, float] | None:
         """The raw vector features of a MIDI input (for the log), None otherwise."""
@@ -107,10 +109,38 @@ class ServedModel:
         from pianolab.predict import model_vector
         from pianolab.train.inputs import Inputs
 
-        if not self.is_estimator or not features:
-            raise PianolabError(f"no explanation: {self.name} is not an estimator run fed with MIDI features")
+        if not self.cfg.features.vector or not features:
+            raise PianolabError(f"no explanation: {self.name} is not a run fed with MIDI features")
         vec = np.array([[features[k] for k in features]], dtype=np.float32)
-        return model_vector(Inputs(None, vec, list(features), np.ones(1, bool)), self.saved["norm"], self.folder)
+        return model_vector(Inputs(None, vec, list(features), np.ones(1, bool)), self.norm, self.folder)
+
+    @cached_property
+    def norm(self) -> dict:
+        """The run's saved scaling (model.skops or checkpoint.pt)."""
+        if self.is_estimator:
+            return self.saved["norm"]
+        import torch
+
+        return torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)["norm"]
+
+    def explain_context(self, path: Path, kind: str, score: Path | None = None) -> dict:
+        """What the explainer needs besides the model vector: a hybrid's standardised spectrogram."""
+        if self.is_estimator or not (self.cfg.features.spectrogram and self.cfg.features.vector):
+            return {}
+        import torch
+
+        from pianolab.features.scores import given_scores
+        from pianolab.train.inputs import load_inputs
+        from pianolab.train.trainer import standardise
+
+        if kind != "midi":
+            raise PianolabError("explanations of a hybrid need a MIDI performance")
+        with given_scores({path: score} if score else {}):
+            inputs = load_inputs(replace(self.cfg.features, vector=[]), [path], on_error="skip")
+        if not inputs.ok[0] or inputs.spec is None:
+            raise fail(path.name, "spectrogram could not be computed for the explanation")
+        return {"spec": standardise(torch.from_numpy(inputs.spec).float(), self.norm["spec_mean"],
+                                    self.norm["spec_std"])}
 
     def _inputs(self, path: Path, score: Path | None = None):
         from pianolab.features.scores import given_scores

@@ -17,7 +17,7 @@ def explain_predictions(csv: Path, scores: dict[Path, Path] | None = None) -> tu
     performance: its ratings' reasons) and one HTML page per performance in `<csv stem>_pages/`.
     Returns the JSON path and one error line per performance that could not be explained."""
     from pianolab.predict import resolve_model
-    from pianolab.serve.explain import Explanations
+    from pianolab.serve.gradients import explanations_for
     from pianolab.serve.page import render_page
 
     table = pd.read_csv(csv) if csv.is_file() and csv.stat().st_size else pd.DataFrame(columns=["path", "model"])
@@ -28,23 +28,22 @@ def explain_predictions(csv: Path, scores: dict[Path, Path] | None = None) -> tu
     for name, rows in table.groupby("model", sort=False):
         try:
             served = ServedModel(str(name), resolve_model(name))
-            explainer = Explanations(served.saved) if served.is_estimator else None
+            explainer = explanations_for(served)
         except PianolabError as e:
             errors += [f"{p}: no explanation ({e})" for p in rows["path"]]
             continue
         for path in map(Path, rows["path"]):
             try:
-                if explainer is None:
-                    raise PianolabError(f"{name} is a neural model; explanations cover tree and ridge models")
                 kind = sniff(path.read_bytes()[:16])
-                pred = served.predict(path, kind, scores.get(path.resolve()))
+                score = scores.get(path.resolve())
+                pred = served.predict(path, kind, score)
                 if pred.vector is None:
                     raise PianolabError("explanations need a MIDI performance")
-                reasons = explainer.reasons(pred.vector, pred.features)
+                reasons = explainer.reasons(pred.vector, pred.features, **served.explain_context(path, kind, score))
             except PianolabError as e:
                 errors.append(f"{path}: no explanation ({e})")
                 continue
-            results[str(path)] = {"model": str(name), "reasons": reasons}
+            results[str(path)] = {"model": str(name), "method": explainer.method, "reasons": reasons}
             page = render_page(path.stem, str(name), pred.values, reasons, served.labels)
             (pages / f"{path.stem}.html").write_text(page)
     target = csv.with_suffix(".explain.json")
