@@ -53,6 +53,18 @@ def test_nested_mapping_merges_into_the_baseline(tmp_path):
         _load(tmp_path, variants={"same": {"model": {"name": "ridge"}}})
 
 
+def test_a_variant_with_another_model_does_not_inherit_the_baselines_params(tmp_path):
+    """The baseline's `model.params` belong to its estimator (they used to be merged into the variant's
+    model, which refused them or trained something else)."""
+    exp = _load(tmp_path, baseline={**BASELINE, "model": {"name": "ridge", "params": {"alpha": 3.0}}},
+                variants={"rf": {"model.name": "random_forest", "model.params.n_estimators": 50,
+                                 "multi_factor": True, "reason": "another learner"},
+                          "rf_defaults": {"model.name": "random_forest"}})
+    assert exp.config("rf").model.params == {"n_estimators": 50}
+    assert exp.config("rf_defaults").model.params == {}
+    assert exp.config("baseline").model.params == {"alpha": 3.0}
+
+
 def test_baseline_key_must_act_somewhere(tmp_path):
     """A baseline key that acts only in one variant is fine (a shared setting); one that acts nowhere
     is refused."""

@@ -31,7 +31,8 @@ tuning:                                     # optional: an Optuna search in ever
 Names (the experiment's and its variants') are folder names under the runs root: letters, digits,
 `_`, `.` and `-`, not starting with a dot nor containing `..`. A variant is resolved against the
 baseline whatever its spelling (`{model: {params: {depth: 4}}}` is `model.params.depth: 4`; only
-`tuning.space` is replaced whole) and must change exactly one leaf of the resolved config, or say
+`tuning.space` is replaced whole; a variant that changes `model.name` starts from no `model.params`, since
+the baseline's belong to its own model) and must change exactly one leaf of the resolved config, or say
 `multi_factor: true` with a `reason`. Numbers are checked at load (seeds >= 1, folds >= 2, rope >= 0,
 0 < alpha < 1, budget > 0, 1 <= early_stop.min_seeds <= seeds), and every variant's config too
 (`pianolab.train.validate`: unknown names, refused options, keys set without effect).
@@ -123,7 +124,11 @@ class Experiment:
             imposed["tuning"] = {**self.tuning, "trials": self.trials}
         data = apply_overrides(self.baseline, imposed)
         if variant != BASELINE:
-            data = apply_overrides(data, self._variant(variant).overrides)
+            overrides = self._variant(variant).overrides
+            model = data.get("model") or {}
+            if overrides.get("model.name", model.get("name")) != model.get("name"):  # params go with their model
+                data = {**data, "model": {k: v for k, v in model.items() if k != "params"}}
+            data = apply_overrides(data, overrides)
         return config_from_dict(data, f"{self.source} (variant {variant})")
 
     def cells(self, variants: list[str] | None = None) -> list[Cell]:
@@ -254,6 +259,8 @@ def _check_factors(exp: Experiment, variant: Variant, base: RunConfig, cfg: RunC
     """One factor per variant: the leaves of its resolved config that differ from the baseline's."""
     a, b = leaves(to_dict(base), _WHOLE), leaves(to_dict(cfg), _WHOLE)
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if base.model.name != cfg.model.name:  # the baseline's params left with its model: not factors of their own
+        changed = [k for k in changed if not (k.startswith("model.params.") and k not in b)]
     if not changed:
         raise PianolabError(f"{exp.source}: variant {variant.name!r} changes nothing against the baseline")
     if len(changed) > 1 and not (variant.multi_factor and variant.reason):
