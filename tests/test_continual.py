@@ -119,3 +119,9 @@ def test_refusals_are_one_line_at_load_time():
     refused({"continual": {"strategy": "lwf", "first": ["tempo"]}}, "unknown dimension or category 'tempo'")
     refused({"continual": {"first": ["timing"]}}, "continual.first: has no effect")
     check_config(_cfg("ewc", ewc_lambda=5.0), "x.yaml")  # its own option: fine
+
+
+def test_the_packed_backend_runs_continual_cells_one_at_a_time():
+    from pianolab.ab.backends import _packable
+
+    assert _packable(config_from_dict(BASE)) and not _packable(_cfg("naive"))
