@@ -121,6 +121,8 @@ def monitor(
     latency_p95_ms: Annotated[float | None, typer.Option(help="alarm: answer latency p95 above (ms)")] = None,
     min_pearson: Annotated[float | None, typer.Option(help="alarm: live mean Pearson r below")] = None,
     min_window: Annotated[int, typer.Option(help="fewer requests: no drift verdict")] = 20,
+    transcription_share: Annotated[float | None, typer.Option(
+        help="alarm: share of served recordings with a suspect transcription above")] = None,
 ) -> None:
     """Drift, range, latency and live accuracy of served traffic; exit code 1 on an alarm."""
     from pianolab.serve.model import ServedModel
@@ -134,7 +136,7 @@ def monitor(
     if not path.is_file():
         raise PianolabError(f"{path}: no prediction log")
     thresholds = Thresholds(psi, alpha, feature_share, prediction_share, outside, latency_p95_ms, min_pearson,
-                            min_window)
+                            min_window, transcription_share)
     since = None if since_hours is None else time.time() - 3600 * since_hours
     a = analyse(PredictionLog(path), ServedModel(*reg.resolve(model)), thresholds, last, since,
                 cache=reg.folder / "references")
@@ -147,6 +149,9 @@ def monitor(
                f"feature drift {a.get('feature_drift_share', float('nan')):.0%}, "
                f"prediction drift {a.get('prediction_drift_share', float('nan')):.0%}, "
                f"outside range {a.get('outside_share', float('nan')):.1%}; report {report}")
+    tr = a["transcription"]
+    if tr["recordings"]:
+        typer.echo(f"transcription quality: {tr['suspect']}/{tr['recordings']} recordings suspect")
     if a.get("note"):
         typer.echo(a["note"])
     for alarm in a["alarms"]:

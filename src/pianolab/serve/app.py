@@ -220,9 +220,11 @@ def create_app(settings: Settings) -> FastAPI:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         server.log.log_prediction(**base, model=model.name, role="answer", latency_ms=latency,
-                                  values=pred.values, features=pred.features)
+                                  values=pred.values, features=pred.features, quality=pred.quality)
         out = {"request_id": request_id, "input_hash": digest, "model": model.name, "alias": answer,
                "scale": SCALE, "ratings": _ratings(pred.values), "latency_ms": round(latency, 2)}
+        if pred.quality is not None:
+            out["transcription_quality"] = pred.quality
         if explain:
             try:
                 explainer = server.explanations(model)
@@ -296,6 +298,6 @@ def _shadow(server: Server, models: list[ServedModel], path: Path, kind: str, sc
                 server.log.log_rejected(base["client"], e.status, f"shadow {model.name}: {e.message}", None)
                 continue
             server.log.log_prediction(**base, model=model.name, role="shadow", latency_ms=latency,
-                                      values=pred.values, features=pred.features)
+                                      values=pred.values, features=pred.features, quality=pred.quality)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -30,6 +30,7 @@ class Prediction:
     values: np.ndarray  # (19,) on the 0..1 label scale
     features: dict[str, float] | None  # the raw vector features (None for inputs without them)
     vector: np.ndarray | None  # the model's input vector (scaled, selected), for explanations
+    quality: dict | None = None  # a recording's transcription-quality signals (pianolab.transcribe.quality)
 
 
 def load_saved(folder: Path) -> dict:
@@ -95,7 +96,19 @@ class ServedModel:
             raise PianolabError(errors[0] if errors else f"{path.name}: not predicted")
         features = self.features(path, kind, score)
         vector = self.vector_from_features(features) if features else None  # a neural run's, for its reasons
-        return Prediction(df[list(DIMENSIONS)].to_numpy(dtype=float)[0], features, vector)
+        quality = None if kind == "midi" else self.recording_quality(path)
+        return Prediction(df[list(DIMENSIONS)].to_numpy(dtype=float)[0], features, vector, quality)
+
+    def recording_quality(self, path: Path) -> dict:
+        """The transcription-quality signals of a recording just predicted (audio only for a model that
+        hears the recording itself); a failure is recorded, never raised."""
+        from pianolab.predict import _hears_audio
+        from pianolab.transcribe.quality import recording_quality
+
+        try:
+            return recording_quality(path, transcribed=not _hears_audio(self.folder))
+        except PianolabError as e:
+            return {"error": str(e).replace(f"{path.parent}/", ""), "suspect": ["quality not measured"]}
 
     def features(self, path: Path, kind: str, score: Path | None = None) -> dict[str, float] | None:
         """The raw vector features of a MIDI input (for the log), None otherwise."""

@@ -5,8 +5,10 @@ training) and the run's held-out predictions (predictions.parquet). Per feature 
 dimension: PSI over the reference's deciles and scipy's two-sample KS test (p-values adjusted with
 Benjamini-Hochberg across the columns of a family); a column drifts when PSI > `psi` and the adjusted
 p < `alpha`. Also: the share of served values outside the training range, latency percentiles of the
-answers, and live accuracy on the feedback. An alarm is raised (exit code 1) when a configured
-threshold is passed.
+answers, live accuracy on the feedback, and the transcription quality of the recordings served
+(`transcription`: per signal of `pianolab.transcribe.quality` the median and 10th/90th percentiles,
+the share of recordings with a signal outside the bounds set from the training MIDIs). An alarm is
+raised (exit code 1) when a configured threshold is passed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Thresholds:
     latency_p95_ms: float | None = None  # alarm: p95 latency of the answers above this
     min_pearson: float | None = None  # alarm: live mean Pearson r on feedback below this
     min_window: int = 20  # fewer served requests: no drift verdict (exit 0, says so)
+    transcription_share: float | None = None  # alarm: share of recordings with a suspect transcription above
 
 
 def reference_features(model: ServedModel, cache: Path | None = None) -> pd.DataFrame:
@@ -116,6 +119,12 @@ def analyse(log: PredictionLog, model: ServedModel, t: Thresholds, last: int | N
     out["accuracy"] = live_accuracy(log, model.name)
     rejected = log.table("rejected")
     out["rejected"] = int(len(rejected if since is None else rejected[rejected["at"] >= since]))
+    out["transcription"] = transcription(answers)
+    tr = out["transcription"]
+    if t.transcription_share is not None and tr["recordings"] and tr["suspect_share"] > t.transcription_share:
+        out["alarms"].append(f"transcription quality: {tr['suspect']}/{tr['recordings']} recordings suspect "
+                             f"({tr['suspect_share']:.0%} > {t.transcription_share:.0%}): "
+                             + ", ".join(f"{k} {v}x" for k, v in tr["reasons"].items()))
     if out["window"]["requests"] < t.min_window:
         out["note"] = f"{out['window']['requests']} served requests < min_window {t.min_window}: no drift verdict"
         out["features"] = out["predictions"] = pd.DataFrame()
@@ -129,10 +138,29 @@ def analyse(log: PredictionLog, model: ServedModel, t: Thresholds, last: int | N
     return out
 
 
+def transcription(answers: pd.DataFrame) -> dict:
+    """The transcription-quality signals of the recordings among `answers` (rows with `quality`)."""
+    from collections import Counter
+
+    from pianolab.transcribe.quality import BOUNDS, SIGNALS
+
+    rows = [q for q in (answers["quality"].map(_json) if "quality" in answers else []) if q is not None]
+    reasons = Counter(r.split(" ")[0] for q in rows for r in q.get("suspect", []))
+    n_bad = sum(bool(q.get("suspect")) for q in rows)
+    signals = {}
+    for name in SIGNALS:
+        v = np.array([q[name] for q in rows if q.get(name) is not None], dtype=float)
+        if len(v):
+            signals[name] = {"n": len(v), "p10": float(np.percentile(v, 10)), "median": float(np.median(v)),
+                             "p90": float(np.percentile(v, 90)), "bounds": list(BOUNDS.get(name, (None, None)))}
+    return {"recordings": len(rows), "suspect": n_bad, "suspect_share": n_bad / len(rows) if rows else 0.0,
+            "reasons": dict(reasons.most_common()), "signals": signals}
+
+
 def _json(text):
     import json
 
-    return None if text is None else json.loads(text)
+    return json.loads(text) if isinstance(text, str) else None  # NULL: None, or NaN in a column of NULLs
 
 
 def _alarms(out: dict, t: Thresholds) -> None:

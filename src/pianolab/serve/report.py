@@ -26,6 +26,14 @@ model, answers and shadow); {{ a.rejected }} uploads rejected at the door.</p>
 <tr>{% for q in ['p50', 'p95', 'p99'] %}<td>{{ fmt(a.latency_ms[q]) if a.latency_ms else '-' }}</td>{% endfor %}
 <td>{{ a.accuracy.n }}</td><td>{{ fmt(a.accuracy.pearson) }}</td><td>{{ fmt(a.accuracy.mae_rating) }}</td></tr></table>
 </div>
+<h2>Transcription quality of recordings</h2>{% set tr = a.transcription %}
+{% if tr and tr.recordings %}<p id="transcription">{{ tr.recordings }} recordings, {{ tr.suspect }} with a suspect
+transcription ({{ '%.0f%%'|format(100 * tr.suspect_share) }}){% if tr.reasons %}: {% for k, v in tr.reasons.items()
+%}{{ k }} {{ v }}x{{ ', ' if not loop.last }}{% endfor %}{% endif %}.</p>
+<div class="scroll"><table><tr><th>signal</th><th>p10</th><th>median</th><th>p90</th><th>suspect below</th>
+<th>suspect above</th></tr>{% for name, x in tr.signals.items() %}<tr><td>{{ name }}</td><td>{{ fmt(x.p10) }}</td>
+<td>{{ fmt(x.median) }}</td><td>{{ fmt(x.p90) }}</td><td>{{ fmt(x.bounds[0]) }}</td><td>{{ fmt(x.bounds[1]) }}</td>
+</tr>{% endfor %}</table></div>{% else %}<p id="transcription">no recordings in the window</p>{% endif %}
 {% for title, df in [('Predicted dimensions', a.predictions), ('Input features', a.features)] %}
 <h2>{{ title }}</h2>{% if df is not none and len(df) %}
 <div class="scroll"><table class="drift"><tr><th>column</th><th>PSI</th><th>KS</th><th>p (BH)</th><th>outside range</th>

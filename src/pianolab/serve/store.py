@@ -2,8 +2,10 @@
 
 `predictions` has one row per model that predicted a request (the model that answered, and a shadow
 model that predicted unseen), keyed by `request_id`: input hash (sha256 of the upload), client id,
-kind, model, role (`answer` or `shadow`), latency, the 19 predictions and the raw features as JSON;
-the upload itself only when the server runs with `--keep-inputs`. `feedback` holds ratings that
+kind, model, role (`answer` or `shadow`), latency, the 19 predictions and the raw features as JSON,
+a recording's transcription-quality signals as JSON (`quality`, `pianolab.transcribe.quality`; a log
+written before that column existed gains it when opened); the upload itself only when the server runs
+with `--keep-inputs`. `feedback` holds ratings that
 arrive later for a request or an input hash; `rejected` the uploads refused at the door.
 """
 
@@ -25,7 +27,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
   request_id TEXT NOT NULL, at REAL NOT NULL, input_hash TEXT NOT NULL, client TEXT, kind TEXT,
   file_name TEXT, model TEXT NOT NULL, role TEXT NOT NULL, latency_ms REAL, predictions TEXT NOT NULL,
-  features TEXT, input BLOB, PRIMARY KEY (request_id, model));
+  features TEXT, input BLOB, quality TEXT, PRIMARY KEY (request_id, model));
 CREATE INDEX IF NOT EXISTS predictions_hash ON predictions (input_hash);
 CREATE TABLE IF NOT EXISTS feedback (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, input_hash TEXT NOT NULL, request_id TEXT,
@@ -48,17 +50,21 @@ class PredictionLog:
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if "quality" not in {r[1] for r in db.execute("PRAGMA table_info(predictions)")}:
+                db.execute("ALTER TABLE predictions ADD COLUMN quality TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
     def log_prediction(self, *, request_id: str, input_hash: str, client: str, kind: str, file_name: str,
                        model: str, role: str, latency_ms: float, values: np.ndarray,
-                       features: dict | None, data: bytes | None = None) -> None:
+                       features: dict | None, data: bytes | None = None, quality: dict | None = None) -> None:
         row = (request_id, time.time(), input_hash, client, kind, file_name, model, role, latency_ms,
-               json.dumps([float(v) for v in values]), None if features is None else json.dumps(features), data)
+               json.dumps([float(v) for v in values]), None if features is None else json.dumps(features), data,
+               None if quality is None else json.dumps(quality))
         with closing(self._connect()) as db, db:
-            db.execute("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            db.execute("INSERT INTO predictions (request_id, at, input_hash, client, kind, file_name, model, role, "
+                       "latency_ms, predictions, features, input, quality) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
 
     def log_rejected(self, client: str, status: int, reason: str, size: int | None) -> None:
         with closing(self._connect()) as db, db:
