@@ -182,8 +182,8 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request, background: BackgroundTasks,
         performance: Annotated[UploadFile, File(description="performance: MIDI (or a recording)")],
         score: Annotated[UploadFile | None, File(description="optional score MIDI of the excerpt")] = None,
-        explain: Annotated[bool, Query(description="add the reasons behind each rating (SHAP for tree and "
-                                                        "linear models, integrated gradients for neural ones)")] = False,
+        explain: Annotated[bool, Query(description="add the reasons behind each rating (SHAP for tree and linear "
+                                       "models, integrated gradients for neural ones)")] = False,
         x_client_id: Annotated[str | None, Header(description="sticky client id for the traffic split")] = None,
     ) -> dict:
         """The 19 ratings of one performance (0..1 and 1..7), the model that made them, and on request
