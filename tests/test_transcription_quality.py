@@ -10,7 +10,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import soundfile as sf
-from serve_support import cli
+from serve_support import MIDI, cli
 
 from pianolab.data.percepiano import DIMENSIONS
 from pianolab.serve.store import PredictionLog
@@ -67,6 +67,29 @@ def test_recording_quality_reads_the_cached_transcription_without_running_transk
     pm.write(str(target))
     q = quality.recording_quality(wav, cache_dir=tmp_path / "cache")
     assert q["n_notes"] == 20 and q["notes_per_s"] == pytest.approx(2.0) and q["suspect"] == []
+
+
+def test_served_recording_carries_its_quality(tmp_path, monkeypatch):
+    """A recording served by the shipped model: rated from its (cached) transcription, with its signals."""
+    from pianolab.predict import SHIPPED_MODELS
+    from pianolab.serve.model import ServedModel
+    from pianolab.transcribe import transkun_v2
+    from pianolab.transcribe.cache import entry_path
+
+    pytest.importorskip("transkun")
+    monkeypatch.setenv("PIANOLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(transkun_v2, "load_model", lambda device: pytest.fail("Transkun must not run here"))
+    pm = pretty_midi.PrettyMIDI(str(MIDI / "Beethoven_WoO80_thema_8bars_11_1.mid"))
+    wave = pm.synthesize(fs=RATE).astype(np.float32)
+    sf.write(tmp_path / "take.wav", 0.5 * wave / np.abs(wave).max(), RATE)
+    tr = transkun_v2.Transkun(device="cpu")
+    target = entry_path(tmp_path / "take.wav", f"{tr.name}|{tr.version}")
+    target.parent.mkdir(parents=True)
+    pm.write(str(target))
+    pred = ServedModel("default", SHIPPED_MODELS["default"]).predict(tmp_path / "take.wav", "wav")
+    assert pred.values.shape == (len(DIMENSIONS),)
+    assert pred.quality["n_notes"] == 64 and pred.quality["suspect"] == []
+    assert pred.quality["duration_s"] == pytest.approx(len(wave) / RATE)
 
 
 def _log(tmp_path, n_good: int, n_bad: int) -> PredictionLog:
