@@ -115,6 +115,31 @@ RULES = [
     ({**RIDGE, "features": {"vector": ["symbolic"], "renderer": "fluidsynth"}}, "features.renderer", True),
     ({**RIDGE, "features": {"vector": ["all_traditional"], "renderer": "fluidsynth"}}, "features.renderer", False),
     ({**RIDGE, "tuning": {"space": {"model.params.alpha": {"low": 0.1, "high": 10}}}}, "tuning.space", True),
+    ({**RIDGE, "continual": {"strategy": "naive"}}, "continual.strategy", True),
+    ({**MLP, "continual": {"strategy": "naive"}}, "continual.strategy", False),
+    ({**MLP, "continual": {"first": ["timing"]}}, "continual.first", True),
+    ({**MLP, "continual": {"strategy": "naive", "first": ["timing"]}}, "continual.first", False),
+    *(x for option, owner in (("replay_fraction", "replay"), ("ewc_lambda", "ewc"), ("lwf_weight", "lwf"))
+      for x in (({**MLP, "continual": {"strategy": "naive", option: 0.5}}, f"continual.{option}", True),
+                ({**MLP, "continual": {"strategy": owner, option: 0.5}}, f"continual.{option}", False))),
+    ({**MLP, "pretrain": {"epochs": 10}}, "pretrain.epochs", True),
+    ({**MLP, "pretrain": {"method": "masked_feature", "epochs": 10}}, "pretrain.epochs", False),
+    ({**RIDGE, "ensemble": {"snapshots": 2}}, "ensemble.snapshots", True),
+    ({**MLP, "ensemble": {"snapshots": 2}}, "ensemble.snapshots", False),
+    ({**RIDGE, "ensemble": {"tta_preset": "heavy"}}, "ensemble.tta_preset", True),
+    ({**RIDGE, "ensemble": {"tta": 2, "tta_preset": "heavy"}}, "ensemble.tta_preset", False),
+    ({**RIDGE, "ensemble": {"tta": 2, "tta_preset": "spec_light"}}, "ensemble.tta", True),
+    ({**RIDGE, "ensemble": {"tta": 2}}, "ensemble.tta", False),
+    ({**RIDGE, "adapt": {"tasks": "performer"}}, "adapt.tasks", True),
+    ({**RIDGE, "adapt": {"k": 3, "tasks": "performer"}}, "adapt.tasks", False),
+    ({**RIDGE, "adapt": {"k": 3, "strategy": "offset", "shrinkage": 2.0}}, "adapt.shrinkage", True),
+    ({**RIDGE, "adapt": {"k": 3, "strategy": "shrinkage", "shrinkage": 2.0}}, "adapt.shrinkage", False),
+    *(x for option, value in (("steps", 3), ("lr", 0.1))
+      for x in (({**RIDGE, "adapt": {"k": 3, "strategy": "offset", option: value}}, f"adapt.{option}", True),
+                ({**MLP, "adapt": {"k": 3, "strategy": "finetune_head", option: value}}, f"adapt.{option}", False))),
+    *(x for option, value in (("meta_steps", 10), ("meta_batch", 4), ("meta_lr", 0.01))
+      for x in (({**MLP, "adapt": {"k": 3, "strategy": "finetune_head", option: value}}, f"adapt.{option}", True),
+                ({**MLP, "adapt": {"k": 3, "strategy": "maml", option: value}}, f"adapt.{option}", False))),
 ]
 
 
@@ -128,8 +153,9 @@ def test_no_op_rules(data, key, none):
 
 
 def test_every_rule_is_exercised():
-    assert {r.key for r in NO_OPS} <= {k.split(".")[0] if k.split(".")[0] in ("optim", "regularize", "tuning")
-                                       else k for _, k, _ in RULES} | {
+    sections = ("optim", "regularize", "tuning", "continual", "pretrain")
+    exercised = {k for _, k, _ in RULES} | {k.split(".")[0] for _, k, _ in RULES if k.split(".")[0] in sections}
+    assert {r.key for r in NO_OPS} <= exercised | {
         "objective.name", "objective.params", "train.epochs", "train.batch_size", "train.amp", "train.compile",
         "train.checkpoint_every", "train.eval_every", "train.max_seconds", "regularize.cutmix_prob",
         "regularize.mixup_alpha", "regularize.early_stopping"}

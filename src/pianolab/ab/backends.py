@@ -135,9 +135,10 @@ def _train_pack(exp_name: str, variant: str, todo: list, threads: int) -> list[d
 def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not, nor
     continual learning (two phases with their own heads and losses), nor a domain shift (its files are
-    not the shared spectrograms' rows; self-training and DANN fit through `train.run.fit_cell`)."""
+    not the shared spectrograms' rows; self-training and DANN fit through `train.run.fit_cell`), nor
+    few-shot adaptation (it adapts each cell's model on that cell's support items)."""
     return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none" \
-        and not cfg.domain.target
+        and not cfg.domain.target and not cfg.adapt.k
 
 
 @BACKENDS.register("threads")

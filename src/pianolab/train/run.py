@@ -695,7 +695,7 @@ def save_neural(cell: Cell, net: Neural) -> dict[str, np.ndarray]:
         tensors = lambda inp: Tensors(_to_device(inp, net.trainer.device, norm), None)  # noqa: E731
         preds["test"] = _tta(cell, lambda inp: predict(tensors(inp)), net.trainer.device) * norm["y_std"] \
             + norm["y_mean"]
-    if "support" in cell.part:
+    if len(cell.roles.support):  # few-shot: the support items' predictions (packed cells have none)
         from pianolab.train.trainer import Tensors
 
         support = Tensors(_to_device(cell.part["support"], net.trainer.device, norm), None)
