@@ -74,7 +74,9 @@ def run_ray(fn: Callable, batches: list, opts: BatchOptions) -> Iterator[tuple[A
                 ray.init(num_cpus=opts.jobs, include_dashboard=False, **quiet)
         except ConnectionError as e:
             raise PianolabError(f"--address {opts.address}: {e}") from None
-    task = ray.remote(_call).options(num_cpus=1, num_gpus=opts.gpus, runtime_env={"env_vars": _shared_paths()})
+    from pianolab.ab.ray_backend import shared_paths  # the folders every node must see, as for ab's Ray backend
+
+    task = ray.remote(_call).options(num_cpus=1, num_gpus=opts.gpus, runtime_env={"env_vars": shared_paths()})
     pending = {task.remote(fn, b): b for b in batches}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -84,12 +86,3 @@ def run_ray(fn: Callable, batches: list, opts: BatchOptions) -> Iterator[tuple[A
 def _call(fn: Callable, batch: Any) -> Any:
     """A Ray task (Ray makes tasks of plain functions, not of partials)."""
     return fn(batch)
-
-
-def _shared_paths() -> dict[str, str]:
-    """The folders workers must share with this process, as absolute paths, by environment variable."""
-    from pianolab.data.percepiano import DATA_ENV, default_data_root
-    from pianolab.features.store import CACHE_ENV, default_cache_dir
-
-    folders = {DATA_ENV: default_data_root(), CACHE_ENV: default_cache_dir()}
-    return {k: str(v.resolve()) for k, v in folders.items()}
