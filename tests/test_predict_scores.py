@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pianolab.train.inputs import load_inputs
 DATA = Path("data/percepiano")
 PERF = DATA / "midi" / "Schubert_D960_mv3_8bars_3_12.mid"
 SCORE = DATA / "score_midi" / "Schubert_D960_mv3_8bars_Score_12.mid"
-SCORE_XML = DATA / "score_xml" / "Schubert_D960_mv3_8bars_Score_12.musicxml"
+SCORE_XML = DATA / "score_xml" / "Schubert_D960_mv3_8bars_Score_12.mxl"
 OTHER_SCORE = DATA / "score_midi" / "Beethoven_WoO80_thema_8bars_Score_1.mid"
 
 
@@ -94,7 +95,8 @@ def test_manifest_relative_paths_scores_groups_and_errors(tmp_path):
     (tmp_path / "perfs").mkdir()
     shutil.copy(PERF, tmp_path / "perfs" / "a.mid")
     shutil.copy(PERF, tmp_path / "perfs" / "b.mid")
-    shutil.copy(SCORE_XML, tmp_path / "score.musicxml")
+    with zipfile.ZipFile(SCORE_XML) as mxl:  # the uncompressed MusicXML inside the .mxl
+        (tmp_path / "score.musicxml").write_bytes(mxl.read(SCORE_XML.with_suffix(".musicxml").name))
     manifest = tmp_path / "batch.csv"
     manifest.write_text("performance,score,group\nperfs/a.mid,score.musicxml,x\nperfs/b.mid,,x\n"
                         "perfs/gone.mid,score.musicxml,x\n")
