@@ -1,38 +1,66 @@
 #!/usr/bin/env bash
-# The recording-path measurement and the transcription benchmark on the GPU machine (docs/recordings.md).
-# The working tree (~56 MiB) leaves a few MiB a call for carried files, so what Transkun needs travels over
-# several calls to one warm machine, each carrying one ignored folder .gpu_pN holding one piece of
-# payload.tar.xz, which this script keeps in /tmp/persist. The payload holds:
-#   w1.pt w2.pt w3.pt  Transkun 2's checkpoint, every float tensor as fp16 (the mel buffer fp32), in three
-#                      parts; put back together as fp32 here
-#   site.tar.xz        transkun (code, no weights), mir_eval, pretty_midi (no sf2), mido, midirenderer,
-#                      soundfile, cffi, pycparser, soxr, librosa and their missing needs
-#   piano.sf2          FluidR3_GM's Acoustic Grand alone (render_recordings.py soundfont)
-# Usage: bash benchmarks/transcribe_gpu.sh stash   (one call per piece)
-#        bash benchmarks/transcribe_gpu.sh run     (the last call: render, benchmark, transcribe; results in $OUT)
+# The recording-path measurement and the transcription benchmarks on the GPU machine (docs/recordings.md).
+#   bash benchmarks/transcribe_gpu.sh build        here: the payload, .gpu_payload/ (git-ignored, ~40 MiB):
+#       site.tar.xz        transkun (code, no weights), mir_eval, pretty_midi (no sf2), mido, midirenderer,
+#                          soundfile, cffi, pycparser, soxr, librosa and their needs the image lacks
+#       transkun_fp16.pt   Transkun 2's checkpoint, every float tensor as fp16 (upcast to fp32 there)
+#       piano.sf2          FluidR3_GM's Acoustic Grand alone (Debian fluid-soundfont-gm; render_recordings.py)
+#   bash benchmarks/transcribe_gpu.sh aside | back here: move docs/results and the shipped models out of
+#       the working tree (into .gpu_aside/) and back, so that tree and payload fit the 64 MiB a call carries
+#   bash benchmarks/transcribe_gpu.sh run SET...   there (carry .gpu_payload): render every performance
+#       (clean and through the room chain), then for each SET (clean | room) transcribe all of it; the
+#       first set also runs the throughput benchmarks. A second call to the same warm machine reuses the
+#       renders and the unpacked payload. Results in $OUT.
 set -uo pipefail
-P=/tmp/persist
-mkdir -p "$P"
-for d in .gpu_p*; do [ -d "$d" ] && cp -r "$d"/. "$P"/; done
-ls -la "$P"
-[ "${1:-}" = run ] || exit 0
-cat "$P"/payload.part.* | xz -d | tar -x -C "$P" || { echo "payload incomplete (machine restarted?)"; exit 3; }
-rm -rf /tmp/site && tar -xJf "$P/site.tar.xz" -C /tmp && export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-python3 - <<'EOF' || exit 4
+cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
+case ${1:-} in
+  build)
+    set -e
+    for p in /.gpu_payload/ /.gpu_aside/; do grep -qx "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done
+    mkdir -p .gpu_payload
+    bash benchmarks/gpu_bundle.sh .gpu_payload/site.tar.xz transkun mir_eval pretty_midi mido midirenderer \
+      soundfile cffi pycparser soxr librosa audioread pooch platformdirs decorator importlib_resources
+    .venv/bin/python - <<'EOF'
+import importlib.util, pathlib, torch
+ckpt = pathlib.Path(importlib.util.find_spec("transkun").origin).parent / "pretrained" / "2.0.pt"
+sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+torch.save({k: v.half() if v.is_floating_point() and "freq2mels" not in k else v for k, v in sd.items()},
+           ".gpu_payload/transkun_fp16.pt")
+EOF
+    .venv/bin/python benchmarks/render_recordings.py soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 .gpu_payload/piano.sf2
+    du -sh .gpu_payload/* ;;
+  aside)
+    mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv src/pianolab/models_shipped .gpu_aside/ ;;
+  back)
+    mv .gpu_aside/results docs/results && mv .gpu_aside/models_shipped src/pianolab/ ;;
+  run)
+    shift
+    OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+    if [ ! -e /tmp/site/.done ]; then
+      mkdir -p /tmp/site && tar -xJf .gpu_payload/site.tar.xz -C /tmp/site || exit 3
+      python3 - <<'EOF' || exit 4
 import torch
-sd = {}
-for i in (1, 2, 3):
-    sd.update(torch.load(f"/tmp/persist/w{i}.pt", map_location="cpu", weights_only=True))
+sd = torch.load(".gpu_payload/transkun_fp16.pt", map_location="cpu", weights_only=True)
 torch.save({"state_dict": {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}},
            "/tmp/site/transkun/pretrained/2.0.pt")
 print("checkpoint:", len(sd), "tensors")
 EOF
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-t0=$(date +%s)
-python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_clean --soundfont "$P/piano.sf2" --workers 16 || exit 5
-python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_room --soundfont "$P/piano.sf2" --workers 16 --chain room || exit 5
-echo "render_s $(( $(date +%s) - t0 ))" | tee "$OUT/render_time.txt"
-python3 benchmarks/transcribe_throughput.py /tmp/r_clean "$OUT/clean" --n 32 --batch-sizes 8,32 --precisions fp32,bf16 \
-  --corpus-precision "${CORPUS_PRECISION:-bf16}" --tar clean.tar.gz --deadline-s "${CLEAN_DEADLINE:-280}"
-python3 benchmarks/transcribe_throughput.py /tmp/r_room "$OUT/room" --skip-throughput \
-  --corpus-precision "${CORPUS_PRECISION:-bf16}" --tar room.tar.gz --deadline-s "${ROOM_DEADLINE:-120}"
+      touch /tmp/site/.done
+    fi
+    export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+    if [ ! -e /tmp/renders.done ]; then
+      t0=$(date +%s)
+      python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_clean --soundfont .gpu_payload/piano.sf2 --workers 16 || exit 5
+      python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_room --soundfont .gpu_payload/piano.sf2 --workers 16 --chain room || exit 5
+      echo "render_s $(( $(date +%s) - t0 ))" | tee "$OUT/render_time.txt" && touch /tmp/renders.done
+    fi
+    first=1
+    for set in "$@"; do
+      bench=(--skip-throughput); [ $first = 1 ] && bench=(--n "${N:-64}" --batch-sizes 16 --precisions bf16 --workers "${WORKERS:-1,2,4,8}")
+      python3 benchmarks/transcribe_throughput.py /tmp/r_$set "$OUT/$set" "${bench[@]}" --corpus-precision bf16 \
+        --corpus-batch "${BATCH:-16}" --corpus-workers "${CORPUS_WORKERS:-0}" --tar "$set.tar.gz" --deadline-s "${DEADLINE:-500}"
+      first=0
+    done ;;
+  *) echo "usage: bash benchmarks/transcribe_gpu.sh build | aside | back | run SET..." >&2; exit 2 ;;
+esac
