@@ -31,8 +31,9 @@ EOF
     du -sh .gpu_payload/* ;;
   aside)
     mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv src/pianolab/models_shipped .gpu_aside/ ;;
-  back)
-    mv .gpu_aside/results docs/results && mv .gpu_aside/models_shipped src/pianolab/ ;;
+  back)  # merges: a results folder written meanwhile stays
+    mkdir -p docs/results && cp -a -n .gpu_aside/results/. docs/results/ && rm -rf .gpu_aside/results
+    mv .gpu_aside/models_shipped src/pianolab/ ;;
   run)
     shift
     OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
