@@ -1,9 +1,10 @@
 """The recording path, measured: the same models scored on the clean MIDI and on transcriptions of
 rendered audio, with the same excerpt-group cross-validation.
 
-TRANSCRIPTIONS holds one `<PercePiano stem>.mid` per labelled performance (the transcription of its
-render; benchmarks/transcribe_gpu.sh). For each model (features + estimator) and each of 4 excerpt-group
-folds (split `excerpt`, seed 100, as e1_best_symbolic), three rows of out-of-fold predictions:
+The models are the shipped ones, as their configs define them (configs/default_model.yaml,
+configs/with_score_model.yaml). TRANSCRIPTIONS holds one `<PercePiano stem>.mid` per labelled
+performance (the transcription of its render; benchmarks/transcribe_gpu.sh). For each model and each
+of 4 excerpt-group folds (split `excerpt`, seed 100, as e1_best_symbolic), three rows of out-of-fold predictions:
   clean -> clean              train and test on the performance MIDI (the MIDI path)
   clean -> transcribed        train on the MIDI, test on the transcriptions (a recording given to a model
                               trained on MIDI, as `pianolab predict` does)
@@ -23,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = {  # name: (vector feature kinds, estimator)
-    "default": (["symbolic"], "gradient_boosting"),
-    "with-score": (["symbolic_aligned", "symbolic_relative"], "ensemble_gb_et"),
-}
+MODELS = {"default": "configs/default_model.yaml", "with-score": "configs/with_score_model.yaml"}  # shipped
+
+
+def shipped(name: str) -> tuple[list[str], str, dict]:
+    """(vector feature kinds, estimator, its params) of a shipped model's config."""
+    from pianolab.config import load_config
+
+    cfg = load_config(Path(MODELS[name]))
+    return list(cfg.features.vector), cfg.model.name, dict(cfg.model.params)
 
 
 def features(kinds: list[str], paths: list[Path], workers: int) -> np.ndarray:
@@ -38,7 +44,7 @@ def features(kinds: list[str], paths: list[Path], workers: int) -> np.ndarray:
     return inputs.vector, inputs.ok
 
 
-def cv(x_train_all, x_test_all, y, folds, index, estimator: str, seed: int) -> np.ndarray:
+def cv(x_train_all, x_test_all, y, folds, index, estimator: str, params: dict, seed: int) -> np.ndarray:
     from pianolab.models.classic import create_estimator
     from pianolab.train.inputs import VectorScaler
 
@@ -47,7 +53,7 @@ def cv(x_train_all, x_test_all, y, folds, index, estimator: str, seed: int) -> n
         tr = np.array([index[s] for s in fold.train if s in index])
         te = np.array([index[s] for s in fold.test if s in index])
         scaler = VectorScaler.fit(x_train_all[tr])
-        model = create_estimator(estimator, seed).fit(scaler.transform(x_train_all[tr]), y[tr])
+        model = create_estimator(estimator, seed, **params).fit(scaler.transform(x_train_all[tr]), y[tr])
         pred[te] = model.predict(scaler.transform(x_test_all[te]))
     return pred
 
@@ -72,7 +78,7 @@ def main(argv=None) -> None:
     res = {"items": len(items), "labelled": len(ds.items), "split": "excerpt, 4 folds, seed 100",
            "seeds": a.seeds, "metric": "pooled out-of-fold Pearson r per dimension", "models": {}}
     for name in a.models.split(","):
-        kinds, est = MODELS[name]
+        kinds, est, params = shipped(name)
         t = time.perf_counter()
         xc, okc = features(kinds, [it.midi_path for it in items], a.workers)
         xt, okt = features(kinds, [trans[it.stem] for it in items], a.workers)
@@ -82,7 +88,7 @@ def main(argv=None) -> None:
         rows = {}
         for label, (train, test) in {"clean -> clean": (xc, xc), "clean -> transcribed": (xc, xt),
                                      "transcribed -> transcribed": (xt, xt)}.items():
-            per = np.mean([pearson_cols(yk, cv(train, test, yk, folds, index, est, s)) for s in range(a.seeds)],
+            per = np.mean([pearson_cols(yk, cv(train, test, yk, folds, index, est, params, s)) for s in range(a.seeds)],
                           axis=0)
             rows[label] = {"mean_r": round(float(np.nanmean(per)), 4),
                            "per_dim": {d: round(float(r), 4) for d, r in zip(DIMENSIONS, per, strict=True)}}
@@ -94,7 +100,7 @@ def main(argv=None) -> None:
     lines = []
     for name, m in res["models"].items():
         labels = list(m["rows"])
-        kinds, est = MODELS[name]
+        kinds, est, _ = shipped(name)
         lines += [f"### {name}: {est} on {' + '.join(kinds)} ({m['items_used']} performances)", "",
                   "| dimension | " + " | ".join(labels) + " | loss (clean -> transcribed) |",
                   "|---|" + "---|" * (len(labels) + 1)]
