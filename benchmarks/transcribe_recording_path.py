@@ -9,6 +9,8 @@ of 4 excerpt-group folds (split `excerpt`, seed 100, as e1_best_symbolic), three
   clean -> transcribed        train on the MIDI, test on the transcriptions (a recording given to a model
                               trained on MIDI, as `pianolab predict` does)
   transcribed -> transcribed  train and test on transcriptions
+  both -> transcribed, both -> clean   train on the MIDI and the transcriptions of the training items
+                              (two rows each), test on either: one model for MIDI and recordings
 Pearson r per dimension over all out-of-fold predictions (pooled), mean over the 19 dimensions; seeds
 0..S-1 averaged. Writes OUT/results.json and OUT/table.md.
 
@@ -44,7 +46,9 @@ def features(kinds: list[str], paths: list[Path], workers: int) -> np.ndarray:
     return inputs.vector, inputs.ok
 
 
-def cv(x_train_all, x_test_all, y, folds, index, estimator: str, params: dict, seed: int) -> np.ndarray:
+def cv(x_train_all: list, x_test_all, y, folds, index, estimator: str, params: dict, seed: int) -> np.ndarray:
+    """Out-of-fold predictions on `x_test_all` of models fitted on the training items of every domain
+    in `x_train_all` (one feature array per domain, same items and labels)."""
     from pianolab.models.classic import create_estimator
     from pianolab.train.inputs import VectorScaler
 
@@ -52,8 +56,10 @@ def cv(x_train_all, x_test_all, y, folds, index, estimator: str, params: dict, s
     for fold in folds:
         tr = np.array([index[s] for s in fold.train if s in index])
         te = np.array([index[s] for s in fold.test if s in index])
-        scaler = VectorScaler.fit(x_train_all[tr])
-        model = create_estimator(estimator, seed, **params).fit(scaler.transform(x_train_all[tr]), y[tr])
+        x_tr = np.vstack([x[tr] for x in x_train_all])
+        scaler = VectorScaler.fit(x_tr)
+        model = create_estimator(estimator, seed, **params).fit(scaler.transform(x_tr),
+                                                                np.tile(y[tr], (len(x_train_all), 1)))
         pred[te] = model.predict(scaler.transform(x_test_all[te]))
     return pred
 
@@ -86,8 +92,9 @@ def main(argv=None) -> None:
         index = {it.stem: i for i, it in enumerate(np.array(items, dtype=object)[keep])}
         xc, xt, yk = xc[keep], xt[keep], y[keep]
         rows = {}
-        for label, (train, test) in {"clean -> clean": (xc, xc), "clean -> transcribed": (xc, xt),
-                                     "transcribed -> transcribed": (xt, xt)}.items():
+        for label, (train, test) in {"clean -> clean": ([xc], xc), "clean -> transcribed": ([xc], xt),
+                                     "transcribed -> transcribed": ([xt], xt),
+                                     "both -> transcribed": ([xc, xt], xt), "both -> clean": ([xc, xt], xc)}.items():
             per = np.mean([pearson_cols(yk, cv(train, test, yk, folds, index, est, params, s)) for s in range(a.seeds)],
                           axis=0)
             rows[label] = {"mean_r": round(float(np.nanmean(per)), 4),
