@@ -93,6 +93,12 @@ def _symbolic_relative(data: bytes, path: Path, spec) -> np.ndarray:
     return _symbolic(data, path, spec) - performance_features(score)
 
 
+def _symbolic_expressive(data: bytes, path: Path, spec) -> np.ndarray:
+    from pianolab.features.expressive import score_expressive_features
+
+    return score_expressive_features(path, _score_path(path), _notes(path, data), _score_shift(path, spec))
+
+
 def _classic(name: str) -> Callable:
     def compute(wave: np.ndarray, spec, device: str | None = None) -> np.ndarray:
         from pianolab.features.classic import classic_features
@@ -118,6 +124,7 @@ def register_all() -> None:
         return
     from pianolab.features.aligned import ALIGNED_NAMES, warm_up_alignment
     from pianolab.features.classic import CLASSIC_SETS, classic_names
+    from pianolab.features.expressive import EXPRESSIVE_NAMES
     from pianolab.features.spectrogram import SPECTROGRAMS
     from pianolab.features.symbolic import SYMBOLIC_NAMES
 
@@ -128,6 +135,9 @@ def register_all() -> None:
                                                       warm_up=lambda spec: warm_up_alignment(), uses_score=True))
     FEATURE_KINDS.add("symbolic_relative", FeatureKind("symbolic_relative", "midi", MIDI_FIELDS, 1,
                                                        SYMBOLIC_NAMES, _symbolic_relative, uses_score=True))
+    FEATURE_KINDS.add("symbolic_expressive", FeatureKind("symbolic_expressive", "midi", MIDI_FIELDS, 1,
+                                                         EXPRESSIVE_NAMES, _symbolic_expressive,
+                                                         warm_up=lambda spec: warm_up_alignment(), uses_score=True))
     for name in CLASSIC_SETS:
         kind = FeatureKind(name, "audio", AUDIO_FIELDS, 1, classic_names(name), _classic(name),
                            warm_up=_warm_classic(name))
