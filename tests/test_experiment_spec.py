@@ -84,7 +84,8 @@ RULES = [
     ({**RIDGE, "regularize": {"val_fraction": 0.0}}, "regularize.val_fraction", True),
     ({**MLP, "regularize": {"val_fraction": 0.0}}, "regularize.val_fraction", False),
     ({**MLP, "augment": {"preset": "light"}, "features": {"vector": ["symbolic"], "augment_factor": 2}},
-     "augment.preset", True),
+     "augment.preset", False),  # its ranges draw the copies' MIDI, its mixup mixes the vectors
+    ({**RIDGE, "augment": {"preset": "spec_light"}}, "augment.preset", True),
     ({**AST, "augment": {"preset": "light"}}, "augment.preset", True),
     ({"model": {"name": "ast_ultra_tiny"}, "features": {"spectrogram": "log_mel", "augment_factor": 2},
       "augment": {"preset": "light"}}, "augment.preset", False),

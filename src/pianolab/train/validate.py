@@ -78,6 +78,13 @@ def _midi_parts_of(name: str) -> bool:
         or p.velocity_jitter != 0
 
 
+def _preset_acts_without_spec(cfg: RunConfig) -> bool:
+    """Whether the preset changes a run that reads no spectrogram: its MIDI-level parts shape the
+    augmented copies' vectors, its mixup the batches of a neural model."""
+    return (cfg.features.augment_factor > 1 and _midi_parts(cfg)) or \
+        (not _estimator(cfg) and _preset(cfg).mixup_prob > 0)
+
+
 @dataclass(frozen=True)
 class NoOp:
     """`key` (or any key below it) has no effect when `when(cfg)`; `why` says so ({model}, {preset}: the
@@ -100,8 +107,9 @@ NO_OPS: tuple[NoOp, ...] = (
     *(NoOp(key, _estimator, _GRADIENT_ONLY) for key in (
         "optim", "objective.name", "objective.params", "regularize", "train.epochs", "train.batch_size",
         "train.amp", "train.compile", "train.checkpoint_every", "train.eval_every", "train.max_seconds")),
-    NoOp("augment.preset", lambda c: not _reads_spec(c),
-         "a preset's SpecAugment acts on spectrograms and model {model!r} reads none"),
+    NoOp("augment.preset", lambda c: not _reads_spec(c) and not _preset_acts_without_spec(c),
+         "model {model!r} reads no spectrogram, so a preset acts only through its MIDI-level parts (on "
+         "features.augment_factor > 1 copies) or, on a neural model, its mixup, and this one has neither"),
     NoOp("augment.preset", lambda c: c.features.augment_factor == 1 and _midi_parts(c),
          "its time_stretch_range/pitch_shift_range/velocity_jitter act only on MIDI-augmented copies, "
          "and features.augment_factor is 1 (set it > 1, or use 'spec_{preset}' for the spectrogram-level "
