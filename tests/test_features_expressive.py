@@ -108,3 +108,10 @@ def test_missing_score_fails_like_the_other_score_aware_kinds(group, tmp_path):
     it = group["Score"]
     with pytest.raises(PianolabError, match="score MIDI not found"):
         score_expressive_features(it.midi_path, tmp_path / "none.mid", read_notes(it.midi_path))
+
+
+def test_explanations_read_the_expressive_features_in_musical_words():
+    from pianolab.features.expressive import EXPRESSIVE_DOCS
+    from pianolab.serve.words import describe
+
+    assert describe("symbolic_expressive:ex_bar_tempo_range") == EXPRESSIVE_DOCS["ex_bar_tempo_range"]

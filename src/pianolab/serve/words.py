@@ -1,8 +1,8 @@
 """Feature names in musical words, for explanations a musician can read.
 
 `MUSICAL` gives the symbolic and score-aligned features short musical names (the technical definition of
-each stays in `SYMBOLIC_DOCS` / `ALIGNED_DOCS`); `describe` also covers the `peer:` and `stack:` columns
-and falls back to the feature's documentation for kinds without an entry.
+each stays in `SYMBOLIC_DOCS` / `ALIGNED_DOCS` / `EXPRESSIVE_DOCS`); `describe` also covers the `peer:`
+and `stack:` columns and falls back to the feature's documentation for kinds without an entry.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ MUSICAL: dict[str, str] = {
 
 def _docs() -> dict[str, str]:
     from pianolab.features.aligned import ALIGNED_DOCS
+    from pianolab.features.expressive import EXPRESSIVE_DOCS
     from pianolab.features.symbolic import SYMBOLIC_DOCS
 
-    return {**SYMBOLIC_DOCS, **ALIGNED_DOCS}
+    return {**SYMBOLIC_DOCS, **ALIGNED_DOCS, **EXPRESSIVE_DOCS}
 
 
 def describe(column: str) -> str:
