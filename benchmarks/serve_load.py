@@ -5,10 +5,13 @@ Starts `pianolab serve` on a free loopback port with a fresh registry, predictio
 (every upload's features are computed, as for new performances) (or drives
 `--url`, which must be a loopback address), sends `--requests` MIDI uploads from `--clients` concurrent
 async httpx clients (bounded also by `--max-seconds`), then `--burst` uploads alternating good and
-malformed ones. Prints one JSON object; exit code 1 when a good request was not answered with 200, a
-bad one got anything but a 4xx JSON error, or any 5xx came back.
+malformed ones. `--audio DIR`: the good uploads are the recordings in DIR instead of MIDI files (each
+transcribed by the server, on its GPU when it has one, then rated). Prints one JSON object; exit code 1
+when a good request was not answered with 200, a bad one got anything but a 4xx JSON error, or any 5xx
+came back.
 
     python benchmarks/serve_load.py [--model default] [--requests 400] [--clients 8] [--burst 200]
+    python benchmarks/serve_load.py --audio renders/ --requests 200 --max-mb 20   (recordings, GPU machine)
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from pianolab.audio import AUDIO_SUFFIXES
+
 REPO = Path(__file__).resolve().parents[1]
 MIDI = sorted((REPO / "data" / "percepiano" / "midi").glob("*.mid"))
 
 
-def malformed(i: int, good: bytes) -> tuple[str, bytes, int]:
+def malformed(i: int, good: bytes, max_mb: int) -> tuple[str, bytes, int]:
     """(file name, bytes, expected status) of the i-th malformed upload."""
     kinds = [("text.mid", b"not a midi file at all", 415), ("cut.mid", good[: len(good) // 3], 422),
-             ("empty.mid", b"", 400), ("huge.mid", b"MThd" + bytes(3 * 2**20), 413),
+             ("empty.mid", b"", 400), ("huge.mid", b"MThd" + bytes((max_mb + 1) * 2**20), 413),
              ("header.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff\xff\xff\xff", 422),
              ("noise.wav", b"RIFF\x10\x00\x00\x00WAVE" + os.urandom(64), 422)]
     return kinds[i % len(kinds)]
@@ -54,9 +59,9 @@ async def _one(client: httpx.AsyncClient, url: str, name: str, data: bytes, cid:
     return r.status_code, took, body
 
 
-async def load(url: str, requests: int, clients: int, max_seconds: float) -> dict:
-    """`requests` good MIDI uploads from `clients` concurrent clients, stopped after `max_seconds`."""
-    queue = [(p.name, p.read_bytes()) for p in (MIDI * (requests // len(MIDI) + 1))[:requests]]
+async def load(url: str, files: list[Path], requests: int, clients: int, max_seconds: float) -> dict:
+    """`requests` good uploads of `files` from `clients` concurrent clients, stopped after `max_seconds`."""
+    queue = [(p.name, p.read_bytes()) for p in (files * (requests // len(files) + 1))[:requests]]
     results, deadline = [], time.monotonic() + max_seconds
 
     async def worker(k: int, client: httpx.AsyncClient):
@@ -74,10 +79,10 @@ async def load(url: str, requests: int, clients: int, max_seconds: float) -> dic
             **{f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99) if len(lat)}}
 
 
-async def burst(url: str, count: int, clients: int) -> dict:
-    """`count` uploads alternating good and malformed, sent by `clients` concurrent clients."""
-    good = [(p.name, p.read_bytes(), 200) for p in MIDI[: count // 2 + 1]]
-    items = [good[i // 2] if i % 2 == 0 else malformed(i // 2, good[i // 2][1]) for i in range(count)]
+async def burst(url: str, files: list[Path], count: int, clients: int, max_mb: int) -> dict:
+    """`count` uploads alternating good (`files`) and malformed, sent by `clients` concurrent clients."""
+    good = [(p.name, p.read_bytes(), 200) for p in (files * (count // len(files) + 1))[: count // 2 + 1]]
+    items = [good[i // 2] if i % 2 == 0 else malformed(i // 2, good[i // 2][1], max_mb) for i in range(count)]
     sem = asyncio.Semaphore(clients)
 
     async def send(i, item, client):
@@ -98,12 +103,12 @@ async def burst(url: str, count: int, clients: int) -> dict:
                                                         strict=True)}}
 
 
-def start_server(model: str, workers: int, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, workers: int, folder: Path, max_mb: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "pianolab", "serve", "--port", str(port), "--model", model,
-                             "--registry", str(folder), "--workers", str(workers), "--max-mb", "2"],
+                             "--registry", str(folder), "--workers", str(workers), "--max-mb", str(max_mb)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PIANOLAB_CACHE": str(folder / "cache")})  # features computed anew
     url = f"http://127.0.0.1:{port}"
@@ -117,6 +122,12 @@ def start_server(model: str, workers: int, folder: Path) -> tuple[subprocess.Pop
     raise SystemExit("server did not start")
 
 
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(no GPU)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="a running server on 127.0.0.1 (default: start one)")
@@ -126,23 +137,27 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--audio", type=Path, help="a folder of recordings: the good uploads (default: MIDI files)")
+    ap.add_argument("--max-mb", type=int, default=2, help="the started server's upload size limit")
     args = ap.parse_args()
+    files = sorted(p for p in args.audio.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if args.audio else MIDI
     proc = None
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
             raise SystemExit("--url must be a loopback address")
         url = args.url
     else:
-        proc, url = start_server(args.model, args.workers, Path(tempfile.mkdtemp(prefix="pianolab-load-")))
+        proc, url = start_server(args.model, args.workers, Path(tempfile.mkdtemp(prefix="pianolab-load-")),
+                                 args.max_mb)
     try:
-        for p in MIDI[:5]:  # warm-up: imports, first feature computations
+        for p in files[:5]:  # warm-up: imports, first feature computations (and the transcriber)
             httpx.post(url + "/predict", files={"performance": (p.name, p.read_bytes())}, timeout=120)
         health = httpx.get(url + "/health", timeout=10).json()
-        res = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPU", "date":
+        res = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPU {gpu_name()}", "date":
                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": health["models"],
-               "workers": args.workers, "clients": args.clients,
-               "load": asyncio.run(load(url, args.requests, args.clients, args.max_seconds)),
-               "burst": asyncio.run(burst(url, args.burst, args.clients))}
+               "inputs": "recordings" if args.audio else "MIDI", "workers": args.workers, "clients": args.clients,
+               "load": asyncio.run(load(url, files, args.requests, args.clients, args.max_seconds)),
+               "burst": asyncio.run(burst(url, files, args.burst, args.clients, args.max_mb))}
     finally:
         if proc is not None:
             proc.terminate()

@@ -5,17 +5,23 @@
 #                          soundfile, cffi, pycparser, soxr, librosa and their needs the image lacks
 #       transkun_fp16.pt   Transkun 2's checkpoint, every float tensor as fp16 (upcast to fp32 there)
 #       piano.sf2          FluidR3_GM's Acoustic Grand alone (Debian fluid-soundfont-gm; render_recordings.py)
-#   bash benchmarks/transcribe_gpu.sh aside | back here: move docs/results and the shipped models out of
-#       the working tree (into .gpu_aside/) and back, so that tree and payload fit the 64 MiB a call carries
+#       serve.tar.xz       what `pianolab serve` needs beyond that (FastAPI, uvicorn, skops, SHAP, ...)
+#   bash benchmarks/transcribe_gpu.sh aside | back here: move docs/results and the shipped with-score model
+#       out of the working tree (into .gpu_aside/) and back, so that tree and payload fit the 64 MiB a call
+#       carries
 #   bash benchmarks/transcribe_gpu.sh run SET...   there (carry .gpu_payload): render every performance
-#       (clean and through the room chain), then for each SET (clean | room) transcribe all of it; the
-#       first set also runs the throughput benchmarks. A second call to the same warm machine reuses the
-#       renders and the unpacked payload. Results in $OUT.
+#       (clean and through the room chain), then for each SET: clean | room: transcribe all of it (the first
+#       such set also runs the throughput benchmarks); serve: the load benchmark with recordings (clean
+#       renders) against `pianolab serve --model default` (benchmarks/serve_load.py --audio). A second call
+#       to the same warm machine reuses the renders and the unpacked payload. Results in $OUT.
 set -uo pipefail
 cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 case ${1:-} in
   build)
     set -e
+    bash benchmarks/gpu_bundle.sh .gpu_payload/serve.tar.xz fastapi starlette pydantic pydantic_core annotated-types \
+      annotated-doc typing-inspection python-multipart uvicorn skops prettytable wcwidth shap slicer opentelemetry-api \
+      importlib_metadata
     for p in /.gpu_payload/ /.gpu_aside/; do grep -qx "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done
     mkdir -p .gpu_payload
     bash benchmarks/gpu_bundle.sh .gpu_payload/site.tar.xz transkun mir_eval pretty_midi mido midirenderer \
@@ -30,15 +36,15 @@ EOF
     .venv/bin/python benchmarks/render_recordings.py soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 .gpu_payload/piano.sf2
     du -sh .gpu_payload/* ;;
   aside)
-    mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv src/pianolab/models_shipped .gpu_aside/ ;;
+    mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv src/pianolab/models_shipped/with_score .gpu_aside/ ;;
   back)  # merges: a results folder written meanwhile stays
     mkdir -p docs/results && cp -a -n .gpu_aside/results/. docs/results/ && rm -rf .gpu_aside/results
-    mv .gpu_aside/models_shipped src/pianolab/ ;;
+    mv .gpu_aside/with_score src/pianolab/models_shipped/ ;;
   run)
     shift
     OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
     if [ ! -e /tmp/site/.done ]; then
-      mkdir -p /tmp/site && tar -xJf .gpu_payload/site.tar.xz -C /tmp/site || exit 3
+      mkdir -p /tmp/site && tar -xJf .gpu_payload/site.tar.xz -C /tmp/site && tar -xJf .gpu_payload/serve.tar.xz -C /tmp/site || exit 3
       python3 - <<'EOF' || exit 4
 import torch
 sd = torch.load(".gpu_payload/transkun_fp16.pt", map_location="cpu", weights_only=True)
@@ -58,6 +64,11 @@ EOF
     fi
     first=1
     for set in "$@"; do
+      if [ "$set" = serve ]; then
+        timeout "${SERVE_S:-240}" python3 benchmarks/serve_load.py --audio /tmp/r_clean --max-mb 20 --workers "${SERVE_WORKERS:-4}" \
+          --requests "${REQUESTS:-300}" --clients 8 --burst 40 --max-seconds "${LOAD_S:-120}" > "$OUT/serve_load_recordings.json"
+        echo "[serve_load -> rc $?]"; tail -c 1500 "$OUT/serve_load_recordings.json"; continue
+      fi
       bench=(--skip-throughput); [ $first = 1 ] && bench=(--n "${N:-64}" --batch-sizes 16 --precisions bf16 --workers "${WORKERS:-1,2,4,8}")
       python3 benchmarks/transcribe_throughput.py /tmp/r_$set "$OUT/$set" "${bench[@]}" --corpus-precision bf16 \
         --corpus-batch "${BATCH:-16}" --corpus-workers "${CORPUS_WORKERS:-0}" --tar "$set.tar.gz" --deadline-s "${DEADLINE:-500}"
