@@ -81,6 +81,11 @@ RIDGE = {"features": {"vector": ["symbolic"]}, "model": {"name": "ridge"}}
 # (config, key, has no effect): each rule of NO_OPS both ways
 RULES = [
     ({**RIDGE, "optim": {"lr": 0.01}}, "optim.lr", True), ({**MLP, "optim": {"lr": 0.01}}, "optim.lr", False),
+    ({**MLP, "optim": {"schedule": "step_decay"}, "train": {"epochs": 30}}, "optim.schedule", True),
+    ({**MLP, "optim": {"schedule": "step_decay", "schedule_params": {"milestones": [10, 20]}},
+      "train": {"epochs": 30}}, "optim.schedule", False),
+    ({**MLP, "optim": {"schedule": "step_decay", "schedule_params": {"milestones": [40]}},
+      "train": {"epochs": 30}}, "optim.schedule", True),
     ({**RIDGE, "regularize": {"val_fraction": 0.0}}, "regularize.val_fraction", True),
     ({**MLP, "regularize": {"val_fraction": 0.0}}, "regularize.val_fraction", False),
     ({**MLP, "augment": {"preset": "light"}, "features": {"vector": ["symbolic"], "augment_factor": 2}},

@@ -98,6 +98,14 @@ class NoOp:
 _GRADIENT_ONLY = "model {model!r} is a scikit-learn estimator (no gradient training)"
 
 
+def _step_decay_idle(cfg: RunConfig) -> bool:
+    """step_decay whose milestones (epochs) all fall at or after the run's last epoch: a constant rate."""
+    if cfg.optim.schedule != "step_decay":
+        return False
+    milestones = cfg.optim.schedule_params.get("milestones", (50, 100, 150))
+    return all(m >= cfg.train.epochs for m in milestones)
+
+
 def _continual_off(cfg: RunConfig, key: str) -> bool:
     from pianolab.adapt.continual import option_no_effect
 
@@ -107,6 +115,8 @@ NO_OPS: tuple[NoOp, ...] = (
     *(NoOp(key, _estimator, _GRADIENT_ONLY) for key in (
         "optim", "objective.name", "objective.params", "regularize", "train.epochs", "train.batch_size",
         "train.amp", "train.compile", "train.checkpoint_every", "train.eval_every", "train.max_seconds")),
+    NoOp("optim.schedule", _step_decay_idle, "every step_decay milestone (optim.schedule_params.milestones, "
+         "default epochs 50, 100, 150) falls at or after train.epochs, so the rate never decays"),
     NoOp("augment.preset", lambda c: not _reads_spec(c) and not _preset_acts_without_spec(c),
          "model {model!r} reads no spectrogram, so a preset acts only through its MIDI-level parts (on "
          "features.augment_factor > 1 copies) or, on a neural model, its mixup, and this one has neither"),
