@@ -19,13 +19,13 @@ cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 case ${1:-} in
   build)
     set -e
-    bash benchmarks/gpu_bundle.sh .gpu_payload/serve.tar.xz fastapi starlette pydantic pydantic_core annotated-types \
-      annotated-doc typing-inspection python-multipart uvicorn skops prettytable wcwidth shap slicer opentelemetry-api \
-      importlib_metadata
     for p in /.gpu_payload/ /.gpu_aside/; do grep -qx "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done
     mkdir -p .gpu_payload
     bash benchmarks/gpu_bundle.sh .gpu_payload/site.tar.xz transkun mir_eval pretty_midi mido midirenderer \
       soundfile cffi pycparser soxr librosa audioread pooch platformdirs decorator importlib_resources
+    bash benchmarks/gpu_bundle.sh .gpu_payload/serve.tar.xz fastapi starlette pydantic pydantic_core annotated-types \
+      annotated-doc typing-inspection python-multipart uvicorn skops prettytable wcwidth shap slicer opentelemetry-api \
+      importlib_metadata
     .venv/bin/python - <<'EOF'
 import importlib.util, pathlib, torch
 ckpt = pathlib.Path(importlib.util.find_spec("transkun").origin).parent / "pretrained" / "2.0.pt"
