@@ -114,12 +114,15 @@ class CyclicCosine(Multiplier):
         return cycle_multiplier(progress, self.cycles, self.min_ratio)
 
 
+STEP_DECAY_MILESTONES = (50, 100, 150)  # epochs
+
+
 @SCHEDULES.register("step_decay")
 class StepDecay(Multiplier):
     """Multiply by `gamma` at each milestone, in epochs: from the first step of epoch m on
-    (step m * steps_per_epoch). Default: epochs 50, 100 and 150."""
+    (step m * steps_per_epoch). Default: STEP_DECAY_MILESTONES."""
 
-    def __init__(self, total_steps: int, warmup_steps: int = 0, milestones: Sequence[int] = (50, 100, 150),
+    def __init__(self, total_steps: int, warmup_steps: int = 0, milestones: Sequence[int] = STEP_DECAY_MILESTONES,
                  gamma: float = 0.1, steps_per_epoch: int = 1):
         super().__init__(total_steps, warmup_steps)
         if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones):

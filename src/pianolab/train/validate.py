@@ -100,9 +100,11 @@ _GRADIENT_ONLY = "model {model!r} is a scikit-learn estimator (no gradient train
 
 def _step_decay_idle(cfg: RunConfig) -> bool:
     """step_decay whose milestones (epochs) all fall at or after the run's last epoch: a constant rate."""
+    from pianolab.train.optim import STEP_DECAY_MILESTONES
+
     if cfg.optim.schedule != "step_decay":
         return False
-    milestones = cfg.optim.schedule_params.get("milestones", (50, 100, 150))
+    milestones = cfg.optim.schedule_params.get("milestones", STEP_DECAY_MILESTONES)
     return all(m >= cfg.train.epochs for m in milestones)
 
 
