@@ -11,7 +11,7 @@
 #       carries
 #   bash benchmarks/transcribe_gpu.sh run SET...   there (carry .gpu_payload): render every performance
 #       (clean and through the room chain), then for each SET: clean | room: transcribe all of it (the first
-#       such set also runs the throughput benchmarks); serve: the load benchmark with recordings (clean
+#       such set also runs the throughput benchmarks, unless BENCH=0); serve: the load benchmark with recordings (clean
 #       renders) against `pianolab serve --model default` (benchmarks/serve_load.py --audio). A second call
 #       to the same warm machine reuses the renders and the unpacked payload. Results in $OUT.
 set -uo pipefail
@@ -56,12 +56,15 @@ EOF
     fi
     export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-    if [ ! -e /tmp/renders.done ]; then
+    for set in "$@"; do  # the renders each set needs (serve sends the clean ones), once per machine
+      r=$set; [ "$r" = serve ] && r=clean
+      [ -e /tmp/r_$r.done ] && continue
       t0=$(date +%s)
-      python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_clean --soundfont .gpu_payload/piano.sf2 --workers 16 || exit 5
-      python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_room --soundfont .gpu_payload/piano.sf2 --workers 16 --chain room || exit 5
-      echo "render_s $(( $(date +%s) - t0 ))" | tee "$OUT/render_time.txt" && touch /tmp/renders.done
-    fi
+      chain=(); [ "$r" = room ] && chain=(--chain room)
+      python3 benchmarks/render_recordings.py render data/percepiano/midi /tmp/r_$r --soundfont .gpu_payload/piano.sf2 \
+        --workers "$(nproc)" "${chain[@]}" || exit 5
+      echo "render_s $r $(( $(date +%s) - t0 ))" | tee -a "$OUT/render_time.txt" && touch /tmp/r_$r.done
+    done
     first=1
     for set in "$@"; do
       if [ "$set" = serve ]; then
@@ -69,9 +72,10 @@ EOF
           --requests "${REQUESTS:-300}" --clients 8 --burst 40 --max-seconds "${LOAD_S:-120}" > "$OUT/serve_load_recordings.json"
         echo "[serve_load -> rc $?]"; tail -c 1500 "$OUT/serve_load_recordings.json"; continue
       fi
-      bench=(--skip-throughput); [ $first = 1 ] && bench=(--n "${N:-64}" --batch-sizes 16 --precisions bf16 --workers "${WORKERS:-1,2,4,8}")
+      bench=(--skip-throughput); [ $first = 1 ] && [ "${BENCH:-1}" = 1 ] && bench=(--n "${N:-64}" --batch-sizes 16 --precisions bf16 --workers "${WORKERS:-1,2,4,8}")
       python3 benchmarks/transcribe_throughput.py /tmp/r_$set "$OUT/$set" "${bench[@]}" --corpus-precision bf16 \
-        --corpus-batch "${BATCH:-16}" --corpus-workers "${CORPUS_WORKERS:-0}" --tar "$set.tar.gz" --deadline-s "${DEADLINE:-500}"
+        --corpus-batch "${BATCH:-16}" --corpus-workers "${CORPUS_WORKERS:-0}" --tar "$set.tar.gz" --deadline-s "${DEADLINE:-500}" \
+        --cache /tmp/tcache
       first=0
     done ;;
   *) echo "usage: bash benchmarks/transcribe_gpu.sh build | aside | back | run SET..." >&2; exit 2 ;;

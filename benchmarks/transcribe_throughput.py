@@ -11,6 +11,8 @@
 3. End to end: every recording of AUDIO_DIR the same way with `--corpus-workers` processes,
    `--corpus-precision` and `--corpus-batch`: recordings per minute and audio seconds per second. The
    transcriptions are packed as OUT/<--tar> (one <stem>.mid each). No new chunk starts after `--deadline-s`.
+   With `--cache DIR` the transcriptions persist there, so a second run resumes where a deadline stopped
+   the first; its speed figures count only the recordings it transcribed itself.
 
     python benchmarks/transcribe_throughput.py renders out --n 64 --batch-sizes 16,64 --precisions fp32,bf16 \
         --workers 1,2,4 --corpus-workers 4
@@ -85,6 +87,7 @@ def main(argv=None) -> None:
 
     from pianolab.audio import AUDIO_SUFFIXES, load_audio
     from pianolab.transcribe import make_transcriber
+    from pianolab.transcribe.cache import entry_path
     from pianolab.transcribe.transkun_v2 import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +102,7 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus-workers", type=int, default=1, help="0: the fastest count of --workers")
     ap.add_argument("--tar", default="transcriptions.tar.gz")
     ap.add_argument("--deadline-s", type=float, default=420)
+    ap.add_argument("--cache", type=Path, default=None, help="transcription cache kept across runs (resume)")
     ap.add_argument("--skip-throughput", action="store_true")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -162,26 +166,33 @@ def main(argv=None) -> None:
         if a.corpus_workers == 0:
             a.corpus_workers = max(runs, key=lambda r: r["x_real_time"])["workers"]
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = a.cache or Path(tmp)
+        tr = make_transcriber("transkun", device=device, precision=a.corpus_precision)
+        ident = f"{tr.name}|{tr.version}"
+        fresh = [p for p in files if not entry_path(p, ident, cache).is_file()]
         deadline = time.time() + a.deadline_s - (time.perf_counter() - t_start)
         if device == "cuda":
             a.corpus_workers = max(1, a.corpus_workers)
-            done, errors, wall = transcribe_shared(files, Path(cache), a.corpus_workers, a.corpus_precision,
+            done, errors, wall = transcribe_shared(fresh, cache, a.corpus_workers, a.corpus_precision,
                                                    a.corpus_batch, deadline)
         else:  # CPU: in this process
             t = time.perf_counter()
-            done, errors = _share(files, Path(cache), a.corpus_precision, a.corpus_batch, deadline, device)
+            done, errors = _share(fresh, cache, a.corpus_precision, a.corpus_batch, deadline, device)
             wall = time.perf_counter() - t
-        audio_s = audio_seconds(done)
+        audio_s, wall = audio_seconds(done), max(wall, 1e-9)
         res["end_to_end"] = {"workers": a.corpus_workers, "precision": a.corpus_precision,
                              "batch_size": a.corpus_batch, "recordings": len(done), "errors": errors,
+                             "already_cached": len(files) - len(fresh),
                              "wall_s": round(wall, 1), "audio_s": round(audio_s, 1),
                              "recordings_per_min": round(60 * len(done) / wall, 1),
                              "x_real_time": round(audio_s / wall, 1)}
         print(json.dumps(res["end_to_end"]), flush=True)
+        packed = {p: entry_path(p, ident, cache) for p in files}
         with tarfile.open(a.out / a.tar, "w:gz") as tar:
-            for audio, midi in sorted(done.items()):
-                tar.add(midi, arcname=f"{audio.stem}.mid")
+            for audio, midi in sorted(packed.items()):
+                if midi.is_file():
+                    tar.add(midi, arcname=f"{audio.stem}.mid")
     (a.out / "transcribe_throughput.json").write_text(json.dumps(res, indent=1))
 
 
