@@ -2,9 +2,12 @@
 
 A run config's `domain` section (`pianolab.config.DomainConfig`) names a **target** corpus and
 optionally a **source** corpus (default `percepiano`, the project's performance MIDI), each a registered
-domain (`DOMAINS`: `percepiano`, `beethoven`, `schubert`) or a folder of MIDI and/or audio (recordings
-are transcribed to MIDI first, `pianolab.transcribe`, cached). A file named by a PercePiano stem
-(`<stem>.mid`, `<stem>.flac`) stands for that item; other files are unlabelled extras of the target.
+domain (`DOMAINS`: `percepiano`, `beethoven`, `schubert`) or a folder of MIDI and/or audio. A model that
+reads spectrograms only (`pianolab.train.inputs.hears_audio`, e.g. `ast_ultra_tiny` on `log_mel`) hears
+the recordings as they are (their own log-mel: one renderer or SoundFont -> another); for any other
+model they are transcribed to MIDI first (`pianolab.transcribe`, cached). MIDI files are rendered by
+`features.renderer` as usual. A file named by a PercePiano stem (`<stem>.mid`, `<stem>.flac`) stands for
+that item; other files are unlabelled extras of the target.
 
 Inside each CV fold (so every variant of an experiment rates the same target items and stays paired):
 - training items: the source corpus's files of the fold's training items (labelled), or with
@@ -129,8 +132,9 @@ class DomainRoles:
 
 
 def domain_roles(domain, dataset, train: np.ndarray, test: np.ndarray) -> DomainRoles:
-    """The fold's training (`train`) and test (`test`) dataset indices restricted to the domains."""
-    source, target = corpora(domain, dataset)
+    """The fold's training (`train`) and test (`test`) dataset indices restricted to the domains (by the
+    corpora's stems: nothing is transcribed here)."""
+    source, target = corpora(domain, dataset, transcribe=False)
     stems = dataset.stems
     in_target = np.array([stems[i] in target.items for i in train], dtype=bool)
     labelled = target if domain.train_on == "target" else source

@@ -4,6 +4,8 @@
 uses) and returns `Inputs`: `spec` (N, C, F, T) with T fixed by `seconds` (crop, or pad with the
 array's minimum, i.e. silence on a log scale) and `vector` (N, D) with the named features of every
 vector kind concatenated. NaN/inf in vectors become NaN here and are imputed by `VectorScaler`.
+`load_wav_inputs` gives a spectrogram-only config (`hears_audio`) the same spectrogram of a recording;
+`load_file_inputs` takes a mix of MIDI files and recordings, one row per file in order.
 """
 
 from __future__ import annotations
@@ -101,7 +103,12 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
     return Inputs(spec, vector, names, ok)
 
 
-def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path]) -> Inputs:
+def hears_audio(cfg: FeatureConfig) -> bool:
+    """Whether `cfg` reads spectrograms only, so that a recording is heard as it is (not transcribed)."""
+    return bool(cfg.spectrogram) and not cfg.vector
+
+
+def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path], device: str = "cpu") -> Inputs:
     """Spectrogram inputs from recorded audio (WAV, FLAC, OGG, MP3: `pianolab.audio`) with the settings
     a MIDI input would get.
 
@@ -113,7 +120,7 @@ def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path]) -> Inputs:
     from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
     from pianolab.render.audio import trim_trailing_silence
 
-    if cfg.vector or not cfg.spectrogram:
+    if not hears_audio(cfg):
         raise PianolabError("this model needs MIDI input (its vector features come from MIDI)")
     spec = feature_spec(cfg, cfg.spectrogram)
     waves, ok = [], np.ones(len(audio_paths), dtype=bool)
@@ -125,9 +132,31 @@ def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path]) -> Inputs:
         except PianolabError:
             ok[i] = False
             waves.append(np.zeros(int(spec.sample_rate * spec.seconds), dtype=np.float32))
-    arrays = compute_spectrograms(waves, spec.kind, spec.sample_rate, spec.frame_rate)
+    arrays = compute_spectrograms(waves, spec.kind, spec.sample_rate, spec.frame_rate, device)
     frames = frames_for(cfg)
     return Inputs(np.stack([_fit_frames(a, frames) for a in arrays]), None, [], ok)
+
+
+def load_file_inputs(cfg: FeatureConfig, paths: list[Path], device: str | None = None,
+                     progress: bool = False) -> Inputs:
+    """Inputs of MIDI files (`load_inputs`) and recordings (`load_wav_inputs`, spectrogram-only configs),
+    one row per path in the order of `paths`."""
+    from pianolab.audio import is_audio
+
+    heard = np.array([is_audio(p) for p in paths], dtype=bool)
+    if not heard.any():
+        return load_inputs(cfg, paths, device=device, progress=progress)
+    wav = load_wav_inputs(cfg, [p for p, a in zip(paths, heard, strict=True) if a], device or "cpu")
+    if heard.all():
+        return wav
+    midi = load_inputs(cfg, [p for p, a in zip(paths, heard, strict=True) if not a], device=device,
+                       progress=progress)
+    if midi.spec.shape[1:] != wav.spec.shape[1:]:
+        raise PianolabError(f"features: recordings give spectrograms of shape {wav.spec.shape[1:]}, MIDI files "
+                            f"{midi.spec.shape[1:]}")
+    order = np.argsort(np.concatenate([np.flatnonzero(~heard), np.flatnonzero(heard)]), kind="stable")
+    both = Inputs(np.concatenate([midi.spec, wav.spec]), None, [], np.concatenate([midi.ok, wav.ok]))
+    return both.subset(order)
 
 
 @dataclass

@@ -9,6 +9,7 @@ its training items (`pianolab.ab.tuning`), which fits through `make_cell` and `f
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -25,7 +26,7 @@ from pianolab.data.percepiano import N_DIMS, Dataset, load_dataset
 from pianolab.data.splits import get_split
 from pianolab.errors import PianolabError
 from pianolab.features.stack import save_stack
-from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, with_peer_columns
+from pianolab.train.inputs import Inputs, VectorScaler, hears_audio, load_file_inputs, load_inputs, with_peer_columns
 
 SUMMARY_METRICS = ("pearson", "r2", "within_excerpt_pearson")
 
@@ -173,10 +174,13 @@ class Loaded:
 def load_items(cfg: RunConfig, dataset: Dataset, idx: np.ndarray, device: torch.device,
                progress: bool = False, paths: list[Path] | None = None) -> Loaded:
     """Features of the items `idx` (dataset indices), read from their PercePiano MIDI or from `paths`
-    (one file per index, e.g. another domain's); one failed item is an error."""
+    (one MIDI file or recording per index, e.g. another domain's: `load_file_inputs`); one failed item
+    is an error."""
     paths = [dataset.items[i].midi_path for i in idx] if paths is None else paths
-    inputs = load_inputs(cfg.features, paths,
-                         device=str(device), progress=progress)
+    return _loaded(dataset, idx, load_file_inputs(cfg.features, paths, device=str(device), progress=progress))
+
+
+def _loaded(dataset: Dataset, idx: np.ndarray, inputs: Inputs) -> Loaded:
     if not inputs.ok.all():
         bad = [dataset.items[i].stem for i, good in zip(idx, inputs.ok, strict=True) if not good]
         raise PianolabError(f"features failed for {len(bad)} item(s), e.g. {bad[0]!r}")
@@ -192,20 +196,36 @@ def load_all_items(cfg: RunConfig, device: torch.device) -> Loaded:
 def _load_domain(cfg: RunConfig, dataset: Dataset, roles: Roles, device: torch.device, progress: bool):
     """A domain cell's inputs (`pianolab.adapt.domain.DomainLoaded`): the training part from the
     source's files (the target's for `train_on: target`), test items and unlabelled pool from the
-    target's, plus the target's files that name no item."""
+    target's, plus the target's files that name no item. Recordings are transcribed to MIDI first,
+    except for a spectrogram-only config (`hears_audio`), which hears them as they are. A corpus is
+    read whole, once per process for the cells of an experiment (recordings' spectrograms are not
+    kept in the feature store)."""
     from pianolab.adapt.domain import DomainLoaded, corpora
 
-    source, target = corpora(cfg.domain, dataset)
+    source, target = corpora(cfg.domain, dataset, transcribe=not hears_audio(cfg.features))
     labelled = target if cfg.domain.train_on == "target" else source
-    fit, rate = np.concatenate([roles.train, roles.val]), np.concatenate([roles.test, roles.unlabelled])
-    files = lambda corpus, idx: [corpus.items[dataset.stems[i]] for i in idx]  # noqa: E731
-    src = load_items(cfg, dataset, fit, device, progress, files(labelled, fit))
-    tgt = load_items(cfg, dataset, rate, device, progress, files(target, rate))
-    extra = None
-    if target.extra:
-        extra = load_inputs(cfg.features, list(target.extra), device=str(device), progress=progress)
-        extra = extra.subset(np.flatnonzero(extra.ok))
-    return DomainLoaded(dataset, src, tgt, extra)
+
+    def read(corpus, extra: tuple = ()) -> tuple[Loaded, Inputs]:
+        """The corpus's items (`Loaded`) and the inputs of `extra` (failed ones included)."""
+        idx = np.array([dataset.index[s] for s in corpus.items], dtype=int)
+        inputs = _files_once(cfg.features, (*corpus.items.values(), *extra), str(device), progress)
+        n = len(idx)
+        return _loaded(dataset, idx, inputs.subset(np.arange(n))), inputs.subset(np.arange(n, len(inputs.ok)))
+
+    tgt, extra = read(target, target.extra)
+    src = tgt if labelled is target else read(labelled)[0]
+    return DomainLoaded(dataset, src, tgt, extra.subset(np.flatnonzero(extra.ok)) if target.extra else None)
+
+
+def _files_once(features, files: tuple[Path, ...], device: str, progress: bool) -> Inputs:
+    """`load_file_inputs` of `files`, kept for the process's next cells while the files are unchanged."""
+    stamps = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, files))
+    return _read_files(features, tuple(files), stamps, device, progress)
+
+
+@functools.lru_cache(maxsize=2)  # a domain experiment's source and target
+def _read_files(features, files: tuple[Path, ...], stamps: tuple, device: str, progress: bool) -> Inputs:
+    return load_file_inputs(features, list(files), device=device, progress=progress)
 
 
 def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, device: torch.device,
