@@ -169,8 +169,8 @@ FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter":
         "cross_family": {"members": ["ridge", "mlp"]}, "residual_boost": {"first": "extra_trees_small"}}
 
 
-@pytest.mark.parametrize("name", ESTIMATORS.names())
-def test_classic_estimators(name):
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS.names() if n != "two_level"])  # [raw, peer] inputs
+def test_classic_estimators(name):  # and groups: two_level is tested in tests/test_two_level.py
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 8))
     y = np.tile(x[:, [2]], (1, 3)) + 0.1 * rng.normal(size=(120, 3))

@@ -3,11 +3,11 @@
 `create_estimator(name, seed, top_k=None, bagging=1, **params)` -> `ClassicRegressor` with `fit(X (n, D),
 Y (n, 19), groups=None)` and `predict(X) -> (n, 19)` (`groups`: each row's excerpt, for the inner folds of
 the ensembles in `pianolab.advanced.ensembles`; `bagging` N: the mean of the model under N seeds).
-Ensembles built from registered estimators (`stacking`, `cross_family`, `residual_boost`) take their
-members by name in `params`. `params` go to the scikit-learn estimator (an unknown one is a
-PianolabError listing the valid ones). With `top_k`, `fit` first ranks features by the impurity
-importance of a random forest fitted on the data passed to `fit` (the training fold, never test
-data) and keeps the k best (`selected_`, in descending importance).
+Ensembles built from registered estimators (`stacking`, `cross_family`, `residual_boost`, and
+`two_level`: `pianolab.advanced.two_level`) take their members by name in `params`. `params` go to the
+scikit-learn estimator (an unknown one is a PianolabError listing the valid ones). With `top_k`, `fit`
+first ranks features by the impurity importance of a random forest fitted on the data passed to `fit`
+(the training fold, never test data) and keeps the k best (`selected_`, in descending importance).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sklearn.multioutput import MultiOutputRegressor
 from sklearn.neural_network import MLPRegressor
 
 from pianolab.advanced.ensembles import COMPOSITES, MeanEnsemble, accepts_sample_weight, bagged, fit_grouped
+from pianolab.advanced.two_level import TwoLevel  # noqa: F401  (registers the two_level composite)
 from pianolab.errors import PianolabError
 from pianolab.features.select import select_top_k
 from pianolab.models.boosters import BOOSTERS

@@ -23,6 +23,7 @@ TRUSTED = (  # beyond skops' defaults: the classes pianolab's estimators are mad
     "pianolab.advanced.ensembles.StackedEnsemble",
     "pianolab.advanced.ensembles.ResidualBooster",
     "pianolab.advanced.ensembles.NonNegativeBlend",
+    "pianolab.advanced.two_level.TwoLevel",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # the `mlp` estimator's fitted optimiser state

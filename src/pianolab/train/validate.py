@@ -346,9 +346,19 @@ def _sample_weight_options(cfg: RunConfig) -> None:
         raise PianolabError("sample weights do not combine with a domain shift (domain.target)")
 
 
-_OPTIONS = {"model.params": _model_options, "optim.schedule_params": _schedule_options,
-            "objective.params": _objective_options, "ensemble": _ensemble_options, "continual": _continual_options,
-            "pretrain": _pretrain_options, "adapt": _adapt_options, "train.sample_weights": _sample_weight_options}
+def _two_level_options(cfg: RunConfig) -> None:
+    """`two_level` reads the [raw, peer] vector of `features.peer_centred` (`pianolab.advanced.two_level`)."""
+    from pianolab.advanced.two_level import refusal
+
+    f = cfg.features
+    if why := refusal(cfg.model.name, f.peer_centred, f.top_k, f.stack):
+        raise PianolabError(why)
+
+
+_OPTIONS = {"model.name": _two_level_options, "model.params": _model_options,
+            "optim.schedule_params": _schedule_options, "objective.params": _objective_options,
+            "ensemble": _ensemble_options, "continual": _continual_options, "pretrain": _pretrain_options,
+            "adapt": _adapt_options, "train.sample_weights": _sample_weight_options}
 
 
 def check_config(cfg: RunConfig, source: str, keys: Iterable[str] | None = None) -> None:
