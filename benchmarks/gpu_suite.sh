@@ -2,7 +2,7 @@
 # One self-contained call on the GPU machine (no internet; the device tool carries .whl):
 # install carried wheels, featurise everything from an empty cache, then run the named stages.
 #   bash benchmarks/gpu_suite.sh STAGE...
-# stages: featurise | features_fast | throughput | throughput_compile | determinism | ab:NAME
+# stages: featurise | features_fast (KINDS: a comma list instead) | throughput | throughput_compile | determinism | ab:NAME
 #         | compare:NAME ($RUNS vs $COMPARE_WITH) | evaluate:NAME (MAX_RUNS: runs per variant for the
 #         model-based sections; JOBS: cross-split runs at once) | throughput_compile (SIZES: a comma list of AST sizes)
 #         | abwall (benchmarks/ab_wall_time.py: $BACKENDS, default packed,local:8; more options in $ABWALL_ARGS)
@@ -37,6 +37,7 @@ for stage in "$@"; do
     featurise|features_fast)  # one shard process per core from an empty cache; featurise = the issue-4 set
       kinds=log_mel,cqt,symbolic,symbolic_aligned,all_traditional
       [ "$stage" = features_fast ] && kinds=log_mel,symbolic,symbolic_aligned
+      [ -n "${KINDS:-}" ] && kinds=$KINDS  # e.g. KINDS=log_mel: the AST experiments' input only
       shards=$(nproc)
       rm -rf /tmp/cache /tmp/warm.done* /tmp/warm-*.log
       NUMBA_CACHE_DIR=$(mktemp -d /tmp/numba.XXXX); export NUMBA_CACHE_DIR  # numba's kernels, compiled afresh
@@ -46,6 +47,7 @@ for stage in "$@"; do
       # cache then lives with the installed packages, like a .pyc)
       warm() {
         for kind in symbolic_aligned all_traditional; do
+          [[ ",$kinds," == *",$kind,"* ]] || continue
           python3 benchmarks/featurise_all.py --cache-dir /tmp/cache --kinds $kind --warm-up \
             --after-warm-up /tmp/warm.done > /tmp/warm-$kind.log 2>&1 &
         done

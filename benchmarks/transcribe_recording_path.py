@@ -46,13 +46,13 @@ def features(kinds: list[str], paths: list[Path], workers: int) -> np.ndarray:
     return inputs.vector, inputs.ok
 
 
-def cv(x_train_all: list, x_test_all, y, folds, index, estimator: str, params: dict, seed: int) -> np.ndarray:
-    """Out-of-fold predictions on `x_test_all` of models fitted on the training items of every domain
-    in `x_train_all` (one feature array per domain, same items and labels)."""
+def cv(x_train_all: list, x_tests: dict, y, folds, index, estimator: str, params: dict, seed: int) -> dict:
+    """Out-of-fold predictions on each of `x_tests` ({name: features}) of one model per fold fitted on the
+    training items of every domain in `x_train_all` (one feature array per domain, same items and labels)."""
     from pianolab.models.classic import create_estimator
     from pianolab.train.inputs import VectorScaler
 
-    pred = np.full_like(y, np.nan)
+    pred = {name: np.full_like(y, np.nan) for name in x_tests}
     for fold in folds:
         tr = np.array([index[s] for s in fold.train if s in index])
         te = np.array([index[s] for s in fold.test if s in index])
@@ -60,7 +60,8 @@ def cv(x_train_all: list, x_test_all, y, folds, index, estimator: str, params: d
         scaler = VectorScaler.fit(x_tr)
         model = create_estimator(estimator, seed, **params).fit(scaler.transform(x_tr),
                                                                 np.tile(y[tr], (len(x_train_all), 1)))
-        pred[te] = model.predict(scaler.transform(x_test_all[te]))
+        for name, x in x_tests.items():
+            pred[name][te] = model.predict(scaler.transform(x[te]))
     return pred
 
 
@@ -91,15 +92,18 @@ def main(argv=None) -> None:
         keep = okc & okt
         index = {it.stem: i for i, it in enumerate(np.array(items, dtype=object)[keep])}
         xc, xt, yk = xc[keep], xt[keep], y[keep]
-        rows = {}
-        for label, (train, test) in {"clean -> clean": ([xc], xc), "clean -> transcribed": ([xc], xt),
-                                     "transcribed -> transcribed": ([xt], xt),
-                                     "both -> transcribed": ([xc, xt], xt), "both -> clean": ([xc, xt], xc)}.items():
-            per = np.mean([pearson_cols(yk, cv(train, test, yk, folds, index, est, params, s)) for s in range(a.seeds)],
-                          axis=0)
-            rows[label] = {"mean_r": round(float(np.nanmean(per)), 4),
-                           "per_dim": {d: round(float(r), 4) for d, r in zip(DIMENSIONS, per, strict=True)}}
-            print(name, label, rows[label]["mean_r"], flush=True)
+        rows, domains = {}, {"clean": xc, "transcribed": xt}
+        for train, tests in {"clean": ("clean", "transcribed"), "transcribed": ("transcribed",),
+                             "both": ("transcribed", "clean")}.items():
+            x_train = [xc, xt] if train == "both" else [domains[train]]
+            preds = [cv(x_train, {t: domains[t] for t in tests}, yk, folds, index, est, params, s)
+                     for s in range(a.seeds)]
+            for test in tests:
+                per = np.mean([pearson_cols(yk, p[test]) for p in preds], axis=0)
+                label = f"{train} -> {test}"
+                rows[label] = {"mean_r": round(float(np.nanmean(per)), 4),
+                               "per_dim": {d: round(float(r), 4) for d, r in zip(DIMENSIONS, per, strict=True)}}
+                print(name, label, rows[label]["mean_r"], flush=True)
         res["models"][name] = {"items_used": int(keep.sum()), "features_s": round(time.perf_counter() - t, 1),
                                "rows": rows}
     a.out.mkdir(parents=True, exist_ok=True)

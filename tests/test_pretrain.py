@@ -122,3 +122,11 @@ def test_refusals_are_one_line_at_load_time():
             "features.stack")
     refused({"pretrain": {"method": "bert"}}, "unknown name 'bert'")
     check_config(config_from_dict({**base, "pretrain": {"method": "masked_feature", "epochs": 5}}), "x.yaml")
+
+
+def test_the_packed_backend_runs_pretraining_cells_one_at_a_time():
+    from pianolab.ab.backends import _packable
+
+    base = {"model": {"name": "ast_ultra_tiny"}, "features": {"spectrogram": "log_mel"}}
+    assert _packable(config_from_dict(base))
+    assert not _packable(config_from_dict({**base, "pretrain": {"method": "masked_patch"}}))  # a pack skips it

@@ -136,9 +136,10 @@ def _packable(cfg) -> bool:
     """Neural cells of one variant stack when they share every setting; tuned cells may not, nor
     continual learning (two phases with their own heads and losses), nor a domain shift (its files are
     not the shared spectrograms' rows; self-training and DANN fit through `train.run.fit_cell`), nor
-    few-shot adaptation (it adapts each cell's model on that cell's support items)."""
+    few-shot adaptation (it adapts each cell's model on that cell's support items), nor self-supervised
+    pretraining (each cell pretrains on its own training fold before its fit, `train.run.fit_cell`)."""
     return not is_estimator(cfg.model.name) and not cfg.tuning.trials and cfg.continual.strategy == "none" \
-        and not cfg.domain.target and not cfg.adapt.k
+        and not cfg.domain.target and not cfg.adapt.k and cfg.pretrain.method == "none"
 
 
 @BACKENDS.register("threads")
