@@ -208,16 +208,17 @@ def test_experiment_files_load_and_variants_must_share_the_target(tmp_path):
         load_experiment(bad)
 
 
-def test_transcribed_experiment_loads_once_its_folder_exists(dataset, tmp_path, monkeypatch):
-    """(a) runs with one command once transcriptions/clean holds MIDI named by PercePiano stems."""
+def test_transcribed_experiment_reads_the_committed_transcriptions(tmp_path, monkeypatch):
+    """(a) names its target folder relative to the working directory: refused where the folder is
+    missing, read from the repository root (data/percepiano/transcribed/fluidr3_clean)."""
     from pianolab.ab.spec import load_experiment
 
+    path = REPO / "experiments" / "e2_domain_transcribed.yaml"
+    folder = "data/percepiano/transcribed/fluidr3_clean"
     monkeypatch.chdir(tmp_path)
-    path = REPO / "experiments" / "pending" / "e2_domain_transcribed.yaml"
-    with pytest.raises(PianolabError, match="'transcriptions/clean' is neither a registered domain"):
+    with pytest.raises(PianolabError, match=f"'{folder}' is neither a registered domain"):
         load_experiment(path)
-    (tmp_path / "transcriptions" / "clean").mkdir(parents=True)
-    for it in dataset.items[:3]:
-        shutil.copy(it.midi_path, tmp_path / "transcriptions" / "clean" / f"{it.stem}.mid")
+    monkeypatch.chdir(REPO)
     exp = load_experiment(path)
+    assert {exp.config(v).domain.target for v in exp.variant_names} == {folder}
     assert exp.config("target_labels").domain.train_on == "target" and len(exp.variant_names) == 5
