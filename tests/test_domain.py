@@ -35,7 +35,7 @@ def _poisoned(dataset):
 
 
 def _cell(cfg, dataset, monkeypatch, tmp_path):
-    monkeypatch.setattr(run, "load_dataset", lambda root=None: dataset)
+    monkeypatch.setattr(run, "load_dataset", lambda root=None, midi=None: dataset)
     return run.prepare_cell(cfg, tmp_path / "run", "test", "v", torch.device("cpu"))
 
 

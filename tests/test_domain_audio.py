@@ -62,7 +62,7 @@ def _cfg(corpora, **domain):
 def test_a_spectrogram_model_hears_the_target_recordings(dataset, corpora, monkeypatch, tmp_path):
     cfg = _cfg(corpora)
     check_config(cfg, "cfg.yaml")
-    monkeypatch.setattr(run, "load_dataset", lambda root=None: dataset)
+    monkeypatch.setattr(run, "load_dataset", lambda root=None, midi=None: dataset)
     cell = run.prepare_cell(cfg, tmp_path / "run", "test", "v", CPU)  # no transcription (the fixture)
     stems = lambda idx: [dataset.stems[i] for i in idx]  # noqa: E731
     assert len(stems(cell.roles.test)) == 4 and len(stems(cell.roles.unlabelled)) == 3

@@ -62,6 +62,9 @@ def _in(default: Any, lo: float | None = None, hi: float | None = None, lo_open:
 @dataclass(frozen=True)
 class DataConfig:
     root: str | None = None  # default: $PIANOLAB_DATA or data/percepiano
+    # the performances as `<stem>.mid` in another folder than <root>/midi, e.g. their transcriptions from
+    # recordings (data/percepiano/transcribed/fluidr3_clean): train and test on those inputs
+    midi: str | None = None
     split: str = "excerpt"
     folds: int = _in(4, 2)
     repeats: int = _in(1, 1)  # one partition per repeat; repeat r uses split_seed + r

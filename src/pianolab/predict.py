@@ -4,7 +4,9 @@ A run folder knows which features its model needs (its `config.yaml`) and holds 
 normalisation fitted on its training fold; `predict` computes exactly those features for the
 inputs and refuses a model whose feature width no longer matches what the store produces.
 Without `model`, each performance goes to a shipped model (`SHIPPED_MODELS`): `with-score` when a
-score is given for it or found (a PercePiano name), else `default`, which needs only the performance.
+score is given for it or found (a PercePiano name), else `default`, which needs only the performance;
+a recording, once transcribed, goes to their twins trained on transcriptions (`recording`,
+`recording-with-score`).
 Models load without pickles (`pianolab.models.persist`).
 """
 
@@ -26,7 +28,9 @@ from pianolab.errors import PianolabError, fail
 from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, load_wav_inputs, with_peer_columns
 
 SHIPPED = Path(__file__).resolve().parent / "models_shipped"
-SHIPPED_MODELS = {"default": SHIPPED / "default", "with-score": SHIPPED / "with_score"}
+SHIPPED_MODELS = {"default": SHIPPED / "default", "with-score": SHIPPED / "with_score",
+                  "recording": SHIPPED / "recording", "recording-with-score": SHIPPED / "recording_with_score"}
+FOR_RECORDINGS = {"default": "recording", "with-score": "recording-with-score"}  # trained on transcriptions
 DEFAULT_MODEL = SHIPPED_MODELS["default"]
 AUDIO = set(AUDIO_SUFFIXES)  # recordings: transcribed to performance MIDI first (pianolab.transcribe)
 MIDI = {".mid", ".midi"}
@@ -140,10 +144,11 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     """Predictions (path, stem, model + 19 named columns, 0..1) for the files that worked, and one
     error line for each file that did not. `scores`: the score file of some performances (MIDI or
     MusicXML); `groups`: their excerpt, for a peer-centred model. Without `model`, a performance with a
-    score (given or found) goes to the shipped `with-score` model, the others to `default`. Recordings
-    are transcribed to MIDI first, except for a spectrogram-only model, which hears them as they are.
+    score (given or found) goes to the shipped `with-score` model, the others to `default` (a recording:
+    to `recording-with-score` and `recording`). Recordings are transcribed to MIDI first, except for a
+    spectrogram-only model, which hears them as they are.
     Warnings (e.g. a peer-centred model given unrelated files) are issued as `PredictWarning`."""
-    from pianolab.features.scores import find_score, given_scores
+    from pianolab.features.scores import given_scores
 
     req = Request([Path(p) for p in paths], {Path(k): Path(v) for k, v in (scores or {}).items()},
                   {Path(k): v for k, v in (groups or {}).items()})
@@ -157,8 +162,7 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
             if problem:
                 errors.append(f"{p}: {problem}")
                 continue
-            chosen = resolve_model(model) if model is not None else \
-                SHIPPED_MODELS["with-score" if find_score(p) is not None else "default"]
+            chosen = resolve_model(model) if model is not None else SHIPPED_MODELS[_shipped_for(p, recordings)]
             routes.setdefault(chosen, []).append(p)
         for folder, files in routes.items():
             df, errs = _predict_with(folder, files, req, device)
@@ -167,6 +171,15 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     frames = [f for f in frames if len(f)]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     return _as_recordings(out, errors, recordings)
+
+
+def _shipped_for(path: Path, recordings: dict[Path, Path]) -> str:
+    """The shipped model for a performance: `with-score` when its score is given or found, else `default`;
+    their `recording` twins (trained on transcriptions) when it is a recording's transcription."""
+    from pianolab.features.scores import find_score
+
+    slot = "with-score" if find_score(path) is not None else "default"
+    return FOR_RECORDINGS[slot] if path in recordings else slot
 
 
 def _hears_audio(folder: Path) -> bool:

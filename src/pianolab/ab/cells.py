@@ -63,13 +63,13 @@ def cell_dir(exp: Experiment, cell: Cell, root: Path | None = None) -> Path:
 
 
 @functools.lru_cache(maxsize=32)
-def _data_and_split(root: Path, splits: Path, split: str, folds: int, repeats: int, seed: int,
+def _data_and_split(root: Path, midi: Path, splits: Path, split: str, folds: int, repeats: int, seed: int,
                     stamps: tuple) -> tuple[str, str]:
     """(data version, split digest); `stamps` (modification times) make a changed file a new key."""
     from pianolab.data.percepiano import load_dataset
     from pianolab.data.splits import get_split
 
-    dataset = load_dataset(root)
+    dataset = load_dataset(root, midi=midi)
     return dataset.version, get_split(dataset, split, folds, repeats, seed, splits).digest
 
 
@@ -81,10 +81,11 @@ def current_provenance(cfg: RunConfig) -> dict:
 
     d = cfg.data
     root, splits = Path(d.root) if d.root else default_data_root(), splits_dir()
+    midi = Path(d.midi) if d.midi else root / "midi"
     stamps = tuple(p.stat().st_mtime_ns if p.exists() else 0
-                   for p in (root / MEAN_LABELS, root / STD_LABELS, root / "midi", splits))
-    version, digest = _data_and_split(root.resolve(), splits.resolve(), d.split, d.folds, d.repeats,
-                                      d.split_seed, stamps)
+                   for p in (root / MEAN_LABELS, root / STD_LABELS, midi, splits))
+    version, digest = _data_and_split(root.resolve(), midi.resolve(), splits.resolve(), d.split, d.folds,
+                                      d.repeats, d.split_seed, stamps)
     return {"data_version": version, "split_digest": digest, "feature_versions": feature_versions(cfg)}
 
 

@@ -100,7 +100,8 @@ def collect(exp: Experiment, root: Path | None = None, seeds: int | None = None,
     fns = {m: METRICS.get(m) for m in {metric, exp.primary_metric}}
     variants = variants or exp.variant_names
     seeds = seeds or exp.seeds
-    dataset = load_dataset(exp.config(variants[0]).data.root)
+    data = exp.config(variants[0]).data
+    dataset = load_dataset(data.root, midi=data.midi)
     groups = dataset.column("group")
     shape = (len(variants), seeds, exp.folds)
     scores = {m: np.full(shape, np.nan) for m in fns}

@@ -101,7 +101,7 @@ def prebuild_features(exp: Experiment, workers: int | None = None) -> None:
         cfg = exp.config(v)
         if cfg.features not in seen:
             seen.append(cfg.features)
-            paths = [it.midi_path for it in load_dataset(cfg.data.root).items]
+            paths = [it.midi_path for it in load_dataset(cfg.data.root, midi=cfg.data.midi).items]
             load_inputs(cfg.features, paths, progress=True, workers=workers or len(os.sched_getaffinity(0)))
 
 

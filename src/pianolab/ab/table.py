@@ -21,7 +21,8 @@ def results_table(experiment: Experiment | str | Path, root: Path | None = None,
     from pianolab.evaluate.metrics import METRICS
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
-    dataset = load_dataset(exp.config(exp.variant_names[0]).data.root)
+    data = exp.config(exp.variant_names[0]).data
+    dataset = load_dataset(data.root, midi=data.midi)
     groups = dataset.column("group")
     rows = []
     for cell in exp.cells():

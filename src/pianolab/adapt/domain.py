@@ -398,7 +398,7 @@ def check_domain(cfg, source: str, resolve: bool = True) -> None:
         from pianolab.data.percepiano import load_dataset
 
         try:
-            corpora(d, load_dataset(cfg.data.root), transcribe=False)
+            corpora(d, load_dataset(cfg.data.root, midi=cfg.data.midi), transcribe=False)
         except PianolabError as e:
             raise PianolabError(f"{source}: {e}") from None
 

@@ -125,6 +125,7 @@ class Dataset:
     items: list[Item]
     unlabelled_midi: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    midi_dir: Path | None = None  # where the performances' MIDI came from (default root/midi)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -157,7 +158,8 @@ class Dataset:
         h = hashlib.sha256()
         for rel in (MEAN_LABELS, STD_LABELS):
             h.update((self.root / rel).read_bytes())
-        for name in sorted(p.name for p in (self.root / "midi").glob("*.mid")):
+        midi_dir = self.midi_dir or self.root / "midi"
+        for name in sorted(p.name for p in midi_dir.glob("*.mid")):
             h.update(name.encode())
         return h.hexdigest()[:16]
 
@@ -186,16 +188,18 @@ def _values(path: Path, stem: str, raw, n: int) -> list[float]:
     return vals
 
 
-def load_dataset(root: Path | str | None = None, strict: bool = False) -> Dataset:
+def load_dataset(root: Path | str | None = None, strict: bool = False, midi: Path | str | None = None) -> Dataset:
     """Load every labelled performance under `root` (default: `default_data_root()`).
 
-    A label without MIDI is an error when `strict`, else a counted warning (the item is dropped);
-    a MIDI without label is listed in `unlabelled_midi`.
+    `midi`: the folder holding the performances as `<stem>.mid` (default `<root>/midi`), e.g. their
+    transcriptions from recordings (`data.midi` of a run config). A label without MIDI is an error when
+    `strict`, else a counted warning (the item is dropped); a MIDI without label is listed in
+    `unlabelled_midi`.
     """
     root = Path(root) if root is not None else default_data_root()
     if not root.is_dir():
         raise fail(root, f"data folder not found (set --data-root or ${DATA_ENV})")
-    midi_dir = root / "midi"
+    midi_dir = Path(midi) if midi is not None else root / "midi"
     if not midi_dir.is_dir():
         raise fail(midi_dir, "MIDI folder not found")
     means = _read_label_file(root / MEAN_LABELS)
@@ -232,4 +236,4 @@ def load_dataset(root: Path | str | None = None, strict: bool = False) -> Datase
             )
         )
     unlabelled = sorted(s for s in midi if s not in means)
-    return Dataset(root=root, items=items, unlabelled_midi=unlabelled, warnings=warnings)
+    return Dataset(root=root, items=items, unlabelled_midi=unlabelled, warnings=warnings, midi_dir=midi_dir)

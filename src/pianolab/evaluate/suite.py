@@ -67,13 +67,15 @@ def context_for(target: Path, out: Path | None, runs_root: Path | None, max_runs
 
         exp = load_experiment(target)
         runs = experiment_runs(exp, runs_root)
-        dataset = load_dataset(exp.config(BASELINE).data.root)
+        data = exp.config(BASELINE).data
+        dataset = load_dataset(data.root, midi=data.midi)
         out = out or (runs_root or track.runs_root()) / exp.name / "evaluation"
         cross = CrossRuns(exp, RunOptions(backend=backend, jobs=jobs, root=runs_root, tracker="none"), echo)
         return Context(runs, dataset, Path(out), max_runs, probe_items, baseline=BASELINE, cross=cross), exp.name
     run = Run.load(target)
     out = out or run.folder / "evaluation"
-    return Context({"run": [run]}, load_dataset(run.cfg.data.root), Path(out), max_runs, probe_items), str(target)
+    dataset = load_dataset(run.cfg.data.root, midi=run.cfg.data.midi)
+    return Context({"run": [run]}, dataset, Path(out), max_runs, probe_items), str(target)
 
 
 def evaluate(ctx: Context, title: str, names: Sequence[str], echo: Callable[[str], None] = print) -> dict:

@@ -55,7 +55,7 @@ def reference_features(model: ServedModel, cache: Path | None = None) -> pd.Data
         return pd.read_parquet(path)
     if not model.cfg.features.vector:
         raise PianolabError(f"{model.name}: no vector features to monitor (spectrogram-only model)")
-    dataset = load_dataset(model.cfg.data.root)
+    dataset = load_dataset(model.cfg.data.root, midi=model.cfg.data.midi)
     rows = fold_roles(model.cfg, dataset, val_fraction(model.cfg))[0].train
     paths = [dataset.items[i].midi_path for i in rows]
     inputs = load_inputs(replace(model.cfg.features, spectrogram=None), paths, on_error="skip")

@@ -95,7 +95,8 @@ def build_card(folder: Path, cfg: RunConfig, sidecar: Path | None) -> dict:
         "name": info.get("name", Path(folder).name),
         "summary": info.get("summary", ""),
         "predicts": "the mean rating of expert listeners on PercePiano's 19 perceptual dimensions, for one "
-                    "piano performance given as MIDI",
+                    + ("piano recording, transcribed to MIDI by Transkun 2" if cfg.data.midi
+                       else "piano performance given as MIDI"),
         "value_range": "each value is a mean rating on the 1-7 scale divided by 7: 1/7 (0.14) = fully the low "
                        "pole, 4/7 (0.57) = the middle, 1 = fully the high pole; predictions can leave that range "
                        "slightly",
@@ -104,6 +105,7 @@ def build_card(folder: Path, cfg: RunConfig, sidecar: Path | None) -> dict:
                   "needs_score": any(get_kind(k).uses_score for k in cfg.features.vector),
                   "config": to_dict(cfg)},
         "training_data": {"dataset": "PercePiano (local copy, data/percepiano)", "data_version": meta["data_version"],
+                          "inputs": cfg.data.midi or "the performance MIDI",
                           "items": meta["n_train"], "validation_items": meta["n_val"],
                           "split": meta["split_description"]},
         "expected_accuracy": accuracy,
@@ -158,7 +160,8 @@ def card_markdown(card: dict) -> str:
     lines += [""] + [f"- {n}" for n in card["notes"]] + ([""] if card["notes"] else [])
     t = card["training_data"]
     lines += ["## Training data", "", f"{t['dataset']}, data version {t['data_version']}: {t['items']} labelled "
-              f"performances ({t['split']}), {t['validation_items']} for validation.", "", "## Limits", ""]
+              f"performances ({t['split']}), {t['validation_items']} for validation; inputs: "
+              f"{t.get('inputs', 'the performance MIDI')}.", "", "## Limits", ""]
     lines += [f"- {x}" for x in card["limits"]]
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ def train_all(cfg: RunConfig, folder: Path, card: Path | None = None, exclude_gr
     _check_features(cfg)
     device = pick_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    dataset = load_dataset(cfg.data.root)
+    dataset = load_dataset(cfg.data.root, midi=cfg.data.midi)
     groups = dataset.column("group")
     unknown = sorted(set(exclude_groups) - set(groups))
     if unknown:

@@ -189,7 +189,7 @@ def _loaded(dataset: Dataset, idx: np.ndarray, inputs: Inputs) -> Loaded:
 
 def load_all_items(cfg: RunConfig, device: torch.device) -> Loaded:
     """Every item of `cfg`'s dataset, read once for several cells that share its feature settings."""
-    dataset = load_dataset(cfg.data.root)
+    dataset = load_dataset(cfg.data.root, midi=cfg.data.midi)
     return load_items(cfg, dataset, np.arange(len(dataset)), device)
 
 
@@ -238,7 +238,7 @@ def prepare_cell(cfg: RunConfig, folder: Path, experiment: str, variant: str, de
     _check_features(cfg)
     with _GLOBAL_RNG:  # never between another thread's seeding and its model initialisation
         seed_everything(cfg.train.seed)
-    dataset = load_dataset(cfg.data.root)
+    dataset = load_dataset(cfg.data.root, midi=cfg.data.midi)
     roles, meta = fold_roles(cfg, dataset, val_fraction(cfg))
     if not (folder / "meta.json").is_file() or not (folder / "state.pt").is_file():
         track.start_run(folder, cfg, {**meta, "experiment": experiment, "variant": variant,

@@ -17,6 +17,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pianolab.config import RunConfig, config_from_dict, leaves, to_dict
 from pianolab.errors import PianolabError
@@ -355,7 +356,12 @@ def _two_level_options(cfg: RunConfig) -> None:
         raise PianolabError(why)
 
 
-_OPTIONS = {"model.name": _two_level_options, "model.params": _model_options,
+def _data_midi_options(cfg: RunConfig) -> None:
+    if cfg.data.midi is not None and not Path(cfg.data.midi).is_dir():
+        raise PianolabError(f"folder {cfg.data.midi} does not exist (the performances as <stem>.mid)")
+
+
+_OPTIONS = {"data.midi": _data_midi_options, "model.name": _two_level_options, "model.params": _model_options,
             "optim.schedule_params": _schedule_options, "objective.params": _objective_options,
             "ensemble": _ensemble_options, "continual": _continual_options, "pretrain": _pretrain_options,
             "adapt": _adapt_options, "train.sample_weights": _sample_weight_options}
