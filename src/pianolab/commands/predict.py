@@ -26,8 +26,9 @@ Backend = Enum("Backend", {n: n for n in ("local", "ray")}, type=str)
 
 def predict(
     inputs: Annotated[list[Path] | None, typer.Argument(help="MIDI files or folders")] = None,
-    model: Annotated[str | None, typer.Option(help="run folder, or a shipped model: default, with-score (default: "
-                                              "with-score for performances with a score, else default)")] = None,
+    model: Annotated[str | None, typer.Option(help="run folder, or a shipped model: default, with-score, recording, "
+                                              "recording-with-score (default: with-score for performances with a "
+                                              "score, else default; the recording- twins for recordings)")] = None,
     score: Annotated[Path | None, typer.Option(help="score (MIDI or MusicXML) of the performances given as "
                                                "arguments: one excerpt, played by each")] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV with a header row: performance[,score][,group]; "

@@ -97,7 +97,7 @@ class ModelRegistry:
         return out["old"], out["new"]
 
     def resolve(self, ref: str) -> tuple[str, Path]:
-        """(name, run folder) of an alias, a registered name, a shipped model ('default', 'with-score'),
+        """(name, run folder) of an alias, a registered name, a shipped model (`pianolab.predict.SHIPPED_MODELS`),
         or a run folder path; `champion` without a registered champion is the shipped default model."""
         from pianolab.predict import SHIPPED_MODELS
 
