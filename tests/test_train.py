@@ -196,3 +196,20 @@ def test_deterministic_kernels_during_training_only(tmp_path, monkeypatch):
     execute(cfg, tmp_path / "default")
     assert all(s == (False, True) for s in seen)
     pd.testing.assert_frame_equal(_preds(tmp_path / "strict"), _preds(tmp_path / "default"))
+
+
+def test_spectrogram_inputs_that_all_fail_are_one_clear_error(tmp_path):
+    """Every file unreadable (e.g. a renderer without its SoundFont): one line naming a file and why,
+    not a StopIteration from inside the loader."""
+    from pianolab.config import config_from_dict
+    from pianolab.errors import PianolabError
+    from pianolab.train.inputs import load_inputs
+
+    bad = [tmp_path / f"bad{i}.mid" for i in range(2)]
+    for p in bad:
+        p.write_text("not a MIDI file")
+    cfg = config_from_dict({"features": {"spectrogram": "log_mel"}, "model": {"name": "ast_ultra_tiny"}})
+    why = r"log_mel: no input could be computed \(2 failed\), e\.g\. .*bad0\.mid"
+    with pytest.raises(PianolabError, match=why) as e:
+        load_inputs(cfg.features, bad)
+    assert "\n" not in str(e.value)

@@ -79,7 +79,10 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
         table = load_features(midi_paths, feature_spec(cfg, cfg.spectrogram, copy, augment),
                               device=device, on_error=on_error, progress=progress, workers=workers)
         frames = frames_for(cfg)
-        shape = next(a.shape for a in table.arrays if a is not None)
+        shape = next((a.shape for a in table.arrays if a is not None), None)
+        if shape is None:  # every input failed: say why, once, rather than build nothing
+            why = table.skipped[0][1] if table.skipped else "no input given"
+            raise PianolabError(f"{cfg.spectrogram}: no input could be computed ({n} failed), e.g. {why}")
         spec = np.zeros((n, shape[0], shape[1], frames), dtype=np.float32)
         for i, a in enumerate(table.arrays):
             ok[i] &= a is not None
