@@ -3,7 +3,7 @@
 # x86-64 wheels (versions from constraints.txt) into one xz tarball that fits the 64 MiB a device call
 # may carry beside the checkout. Stripped: Ray's Java jars, RLlib, Serve, LLM and dashboard front end,
 # parangonar's neural checkpoints (AutomaticNoteMatcher does not use them), Transkun's weights (they
-# travel apart, benchmarks/transcribe_gpu.sh) and pretty_midi's SoundFont.
+# travel apart, benchmarks/transcribe_gpu.sh) and, in a named bundle, pretty_midi's SoundFont.
 # benchmarks/gpu_suite.sh unpacks it once per machine into /tmp/site. Needs pip and internet here.
 #   bash benchmarks/gpu_bundle.sh                       (then carry .devsite)
 #   bash benchmarks/gpu_bundle.sh OUT.tar.xz NAME...    (those packages only, into OUT.tar.xz)
@@ -31,7 +31,10 @@ for wheel in sys.argv[2:]:
                 os.chmod(path, (info.external_attr >> 16) & 0o777)
 PY
 rm -rf "$site"/ray/jars "$site"/ray/rllib "$site"/ray/serve "$site"/ray/llm "$site"/ray/dashboard/client/build \
-  "$site"/parangonar/assets "$site"/transkun/pretrained/*.pt "$site"/pretty_midi/*.sf2
+  "$site"/parangonar/assets "$site"/transkun/pretrained/*.pt
+# pretty_midi's SoundFont (TimGM6mb, 6 MB) renders the training audio: kept in the default bundle, left out
+# of a named one (the transcription payload renders with its own SoundFont)
+[ $# -gt 1 ] && rm -f "$site"/pretty_midi/*.sf2
 mkdir -p "$(dirname "$OUTPUT")"
 tar cJf "$OUTPUT" -C "$site" .
 rm -rf "$wheels" "$site"
