@@ -1,5 +1,6 @@
 """`model.name: two_level` (`pianolab.advanced.two_level`): an excerpt-level model of the group-mean targets
-plus a within-excerpt model of the centred targets, on the bundled data."""
+(or a plain model's mean over the excerpt's rows) plus a within-excerpt model of the centred targets, on the
+bundled data."""
 
 import json
 import shutil
@@ -7,9 +8,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.tree import DecisionTreeRegressor
 
-from pianolab.advanced.two_level import TwoLevel, group_means
+from pianolab.advanced.two_level import TwoLevel, group_means, same_excerpt
 from pianolab.config import FeatureConfig, config_from_dict
 from pianolab.data.percepiano import DIMENSIONS, MEAN_LABELS
 from pianolab.errors import PianolabError
@@ -73,6 +75,46 @@ def test_registered_two_level_and_its_within_only_form(scaled):
         create_estimator("two_level", seed=0, **TINY).fit(x, y)
 
 
+def _same_partition(a, b) -> bool:
+    return len(set(zip(a, b, strict=True))) == len(set(a)) == len(set(b))
+
+
+@pytest.mark.parametrize("within_features", ["peer", "all"])
+def test_plain_mean_level_is_the_plain_models_mean_over_the_excerpt(scaled, within_features):
+    """`between_features: plain_mean`: the between estimator is a plain model of the raw targets on the raw
+    features of every training row; a test row's level is the mean of its predictions over the rows of the
+    row's excerpt (found from the inputs alone) and the within part is centred on that excerpt."""
+    x, y, groups = scaled
+    train, d = ~np.isin(groups, np.unique(groups)[::3]), x.shape[1] // 2
+    trees = ExtraTreesRegressor(n_estimators=5, random_state=0)
+    est = TwoLevel(trees, ExtraTreesRegressor(n_estimators=5, random_state=1), "plain_mean",
+                   within_features).fit(x[train], y[train], groups[train])
+    xt, gt = x[~train], groups[~train]
+    assert _same_partition(est.excerpts(xt), gt) and len(set(gt)) > 10
+    plain = trees.fit(x[train, :d], y[train]).predict(xt[:, :d])  # the same plain model, fitted by hand
+    np.testing.assert_allclose(est.between_.predict(xt[:, :d]), plain, atol=1e-12)
+    pred = est.predict(xt)
+    np.testing.assert_allclose(group_means(pred, gt), group_means(plain, gt), atol=1e-9)
+    within = est.within_.predict(xt if within_features == "all" else xt[:, d:])
+    np.testing.assert_allclose(pred - group_means(plain, gt), within - group_means(within, gt), atol=1e-9)
+    assert est.within_.n_features_in_ == (2 * d if within_features == "all" else d)
+    np.testing.assert_allclose(est.predict(xt[gt == gt[0]]), pred[gt == gt[0]], atol=1e-9)  # one excerpt alone
+    np.testing.assert_allclose(est.predict(xt[:1]), plain[:1], atol=1e-9)  # one performance alone: the plain model
+
+
+def test_rows_of_one_excerpt_are_found_despite_a_few_moved_columns(scaled):
+    """`same_excerpt` on the group-mean features of 200 real performances gives their excerpts, also with a
+    tenth of one row's columns moved (a clipped or imputed value) and in any row order."""
+    x, y, groups = scaled
+    est = TwoLevel(None, DecisionTreeRegressor()).fit(x, y, groups)
+    keys = est.group_features(x)
+    assert _same_partition(same_excerpt(keys), groups)
+    moved = keys.copy()
+    moved[5, ::10] += 3.0
+    order = np.random.default_rng(0).permutation(len(x))
+    assert _same_partition(same_excerpt(moved[order]), groups[order])
+
+
 def _small_root(dest, dataset, every=4):
     """A data folder with every `every`-th excerpt's performances (real items, a quarter of the cost)."""
     shutil.copytree(dataset.root / "labels", dest / "labels")
@@ -84,14 +126,16 @@ def _small_root(dest, dataset, every=4):
     return dest
 
 
-def test_test_fold_labels_never_reach_the_predictions(tmp_path, dataset, monkeypatch):
+@pytest.mark.parametrize("between_features", ["group_mean", "plain_mean"])
+def test_test_fold_labels_never_reach_the_predictions(tmp_path, dataset, monkeypatch, between_features):
     """Every test item's labels redrawn at random: identical test predictions. `predict` on all performances of a
     test excerpt (groups from their PercePiano names) gives the run's numbers."""
     from pianolab.predict import predict_files
 
     root = _small_root(tmp_path / "data", dataset)
     raw = {"data": {"root": str(root)}, "features": {"vector": ["symbolic"], "peer_centred": True},
-           "model": {"name": "two_level", "params": TINY}, "track": {"tracker": "none"}}
+           "model": {"name": "two_level", "params": {**TINY, "between_features": between_features}},
+           "track": {"tracker": "none"}}
     check_config(config_from_dict(raw), "t")
     monkeypatch.setenv("PIANOLAB_SPLITS", str(tmp_path / "splits_a"))
     execute(config_from_dict(raw), tmp_path / "a")
@@ -126,13 +170,17 @@ def test_test_fold_labels_never_reach_the_predictions(tmp_path, dataset, monkeyp
       "features": {"vector": ["symbolic"], "peer_centred": True}}, "between_features has no effect: between is null"),
     ({"model": {"name": "two_level", "params": {"between_features": "median"}},
       "features": {"vector": ["symbolic"], "peer_centred": True}},
-     "unknown between_features 'median'; valid: group_mean, raw"),
+     "unknown between_features 'median'; valid: group_mean, plain_mean, raw"),
+    ({"model": {"name": "two_level", "params": {"between": None, "between_features": "plain_mean"}},
+      "features": {"vector": ["symbolic"], "peer_centred": True}}, "between_features has no effect: between is null"),
+    ({"model": {"name": "two_level", "params": {"within_features": "raw"}},
+      "features": {"vector": ["symbolic"], "peer_centred": True}}, "unknown within_features 'raw'; valid: all, peer"),
     ({"model": {"name": "two_level", "params": {"within": "lasso"}},
       "features": {"vector": ["symbolic"], "peer_centred": True}}, "unknown classic estimator 'lasso'"),
     ({"model": {"name": "two_level"}, "features": {"vector": ["symbolic"], "peer_centred": True},
       "train": {"sample_weights": "rater_precision"}}, "estimator 'two_level' does not accept sample weights"),
 ], ids=["no-peers", "top-k", "stack", "as-stack", "between-params", "between-features", "unknown-input",
-        "unknown-member", "sample-weights"])
+        "plain-mean-without-between", "unknown-within-input", "unknown-member", "sample-weights"])
 def test_two_level_is_refused_where_it_cannot_act(raw, message):
     cfg = config_from_dict({"features": {"vector": ["symbolic"]}, **raw})
     with pytest.raises(PianolabError, match=message) as err:

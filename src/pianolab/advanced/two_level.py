@@ -2,12 +2,16 @@
 
 Most of the variance of the 19 ratings lies between excerpts, so one model of the raw ratings mostly
 learns an excerpt's level. `TwoLevel` fits two registered estimators instead and predicts their sum:
-- `between`, on the mean target of each training row's excerpt group (one row per performance, so
-  groups weigh as many rows as they hold, as in the metrics), from `between_features` (`BETWEEN_INPUTS`):
-  `group_mean` (default), the group-mean features, so the between part is one value per excerpt; or
-  `raw`, the performance's own features (the between part then varies inside an excerpt too);
+- `between`, the excerpt's level, as `between_features` (`BETWEEN`) says: `group_mean` (default), a
+  model of the mean target of each training row's excerpt group (one row per performance, so groups
+  weigh as many rows as they hold, as in the metrics) from the group-mean features, one value per
+  excerpt; `raw`, the same targets from the performance's own features (the between part then varies
+  inside an excerpt too); `plain_mean`, a plain model of the raw targets from the raw features of every
+  training row, the level of a row being the mean of its predictions over the rows of the row's excerpt
+  (and the within part centred on that excerpt, so the excerpt's mean prediction is the plain model's);
   `between: null` leaves it out: the between part is the training mean (the within part alone);
-- `within`, on the targets minus their group mean, from the group-centred (`peer:`) features.
+- `within`, on the targets minus their group mean, from the group-centred (`peer:`) features
+  (`within_features: peer`, default) or the whole `[raw, peer]` vector (`all`) (`WITHIN_INPUTS`).
 
 It reads the vector `features.peer_centred` builds, `[raw (D), peer (D)]` after the run's scaling,
 and needs each row's group only in `fit` (the run passes the training rows' excerpts): the group means
@@ -15,12 +19,17 @@ of new rows are their raw minus their peer columns, in scaled units `raw - r * p
 column, the ratio of the two columns' scales) read from the training groups, where a row's deviation
 from its group mean is exactly `r` times its peer column (median over rows, so rows with a missing
 feature do not count). So in excerpt-group CV a test excerpt's between part comes from its own
-features' mean and its within part from its centred features; no test target is read. `features.top_k`
-and `features.stack` would break the two halves and are refused, as is a config without
-`features.peer_centred` (`refusal`).
+features' mean and its within part from its centred features; no test target is read. `plain_mean`
+also needs which new rows share an excerpt: the rows whose group-mean vectors agree (`same_excerpt`),
+which are the rows the peer columns were centred over (in a run the test fold's excerpts, in `predict`
+the manifest's groups or the PercePiano names). `features.top_k` and `features.stack` would break the
+two halves and are refused, as is a config without `features.peer_centred` (`refusal`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -50,19 +59,49 @@ def peer_ratio(raw: np.ndarray, peer: np.ndarray, groups: np.ndarray) -> np.ndar
     return out
 
 
-BETWEEN_INPUTS: Registry = Registry("between_features")  # name -> (fitted TwoLevel, X) -> the between inputs
-BETWEEN_INPUTS.add("group_mean", lambda est, X: est.group_features(X))
-BETWEEN_INPUTS.add("raw", lambda est, X: est.halves(X)[0])
+def same_excerpt(keys: np.ndarray, tol: float = 1e-4, agree: float = 0.5) -> np.ndarray:
+    """(n,) int: which rows share an excerpt, from their group-mean vectors `keys` (n, D): a row joins
+    the first earlier group whose first row's key is within `tol` of its own on at least an `agree`
+    fraction of the columns (not all: a value clipped or imputed by the scaler, or a column whose
+    training ratio misses, moves one column of one row), else starts a group. On the bundled data the
+    rows of one excerpt agree on >= 86% of the columns, rows of two excerpts on <= 9%."""
+    out, firsts = np.empty(len(keys), dtype=int), []
+    for i, key in enumerate(keys):
+        match = np.flatnonzero((np.abs(keys[firsts] - key) <= tol).mean(axis=1) >= agree)
+        if not len(match):
+            firsts.append(i)
+        out[i] = match[0] if len(match) else len(firsts) - 1
+    return out
+
+
+@dataclass(frozen=True)
+class Between:
+    """How the between part is made: its inputs from (fitted TwoLevel, X), and `plain`: fitted on the raw
+    targets, its predictions averaged over each excerpt's rows (else fitted on the group-mean targets)."""
+
+    inputs: Callable[[TwoLevel, np.ndarray], np.ndarray]
+    plain: bool = False
+
+
+BETWEEN: Registry[Between] = Registry("between_features")
+BETWEEN.add("group_mean", Between(lambda est, X: est.group_features(X)))
+BETWEEN.add("raw", Between(lambda est, X: est.halves(X)[0]))
+BETWEEN.add("plain_mean", Between(lambda est, X: est.halves(X)[0], plain=True))
+WITHIN_INPUTS: Registry = Registry("within_features")  # name -> (fitted TwoLevel, X) -> the within inputs
+WITHIN_INPUTS.add("peer", lambda est, X: est.halves(X)[1])
+WITHIN_INPUTS.add("all", lambda est, X: np.asarray(X, dtype=float))
 
 
 class TwoLevel(RegressorMixin, BaseEstimator):
-    """between(`between_features`) + within(peer features) on inputs `[raw (D), peer (D)]`; see the
+    """between(`between_features`) + within(`within_features`) on inputs `[raw (D), peer (D)]`; see the
     module docstring. `between` None: the between part is the training mean."""
 
     takes_groups = True
 
-    def __init__(self, between: BaseEstimator | None, within: BaseEstimator, between_features: str = "group_mean"):
-        self.between, self.within, self.between_features = between, within, between_features
+    def __init__(self, between: BaseEstimator | None, within: BaseEstimator, between_features: str = "group_mean",
+                 within_features: str = "peer"):
+        self.between, self.within = between, within
+        self.between_features, self.within_features = between_features, within_features
 
     def halves(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(raw (n, D), peer (n, D)) of inputs (n, 2D)."""
@@ -78,8 +117,9 @@ class TwoLevel(RegressorMixin, BaseEstimator):
         raw, peer = self.halves(X)
         return raw - self.ratio_ * peer
 
-    def _between_inputs(self, X) -> np.ndarray:
-        return BETWEEN_INPUTS.get(self.between_features)(self, X)
+    def excerpts(self, X) -> np.ndarray:
+        """(n,) int: which rows of `X` share an excerpt (`same_excerpt` on their group-mean features)."""
+        return same_excerpt(self.group_features(X))
 
     def fit(self, X, y, groups=None) -> TwoLevel:
         if groups is None:
@@ -89,31 +129,39 @@ class TwoLevel(RegressorMixin, BaseEstimator):
         level = group_means(y.reshape(len(y), -1), groups).reshape(y.shape)
         self.ratio_ = peer_ratio(raw, peer, groups)
         self.mean_ = level.mean(axis=0)
+        mode = BETWEEN.get(self.between_features)
         self.between_ = None if self.between is None else \
-            fit_grouped(clone(self.between), self._between_inputs(X), level, groups)
-        self.within_ = fit_grouped(clone(self.within), peer, y - level, groups)
+            fit_grouped(clone(self.between), mode.inputs(self, X), y if mode.plain else level, groups)
+        self.within_ = fit_grouped(clone(self.within), WITHIN_INPUTS.get(self.within_features)(self, X), y - level,
+                                   groups)
         return self
 
     def predict(self, X) -> np.ndarray:
-        _, peer = self.halves(X)
-        within = np.asarray(self.within_.predict(peer)).reshape(len(peer), -1)
+        n = len(X)
+        within = np.asarray(self.within_.predict(WITHIN_INPUTS.get(self.within_features)(self, X))).reshape(n, -1)
         if self.between_ is None:
             return within + self.mean_.reshape(1, -1)
-        return np.asarray(self.between_.predict(self._between_inputs(X))).reshape(len(peer), -1) + within
+        mode = BETWEEN.get(self.between_features)
+        between = np.asarray(self.between_.predict(mode.inputs(self, X))).reshape(n, -1)
+        if not mode.plain:
+            return between + within
+        rows = self.excerpts(X)
+        return group_means(between, rows) + within - group_means(within, rows)
 
 
 def two_level(seed: int, make: Make, between: str | None = "ensemble_gb_et", within: str = "ensemble_gb_et",
               between_params: dict | None = None, within_params: dict | None = None,
-              between_features: str | None = None) -> TwoLevel:
+              between_features: str | None = None, within_features: str = "peer") -> TwoLevel:
     """Registered `between` and `within` estimators (see `TwoLevel`); `between: null` for the within part
     alone."""
     if between is None:
         for key, value in (("between_params", between_params), ("between_features", between_features)):
             if value is not None:
                 raise PianolabError(f"{key} has no effect: between is null (the between part is the training mean)")
-    BETWEEN_INPUTS.get(between_features or "group_mean")
+    BETWEEN.get(between_features or "group_mean")
+    WITHIN_INPUTS.get(within_features)
     return TwoLevel(None if between is None else make(between, seed, between_params or {}),
-                    make(within, seed, within_params or {}), between_features or "group_mean")
+                    make(within, seed, within_params or {}), between_features or "group_mean", within_features)
 
 
 def refusal(model: str, peer_centred: bool, top_k: int | None, stack: str | None) -> str | None:
