@@ -6,9 +6,9 @@
 #       transkun_fp16.pt   Transkun 2's checkpoint, every float tensor as fp16 (upcast to fp32 there)
 #       piano.sf2          FluidR3_GM's Acoustic Grand alone (Debian fluid-soundfont-gm; render_recordings.py)
 #       serve.tar.xz       what `pianolab serve` needs beyond that (FastAPI, uvicorn, skops, SHAP, ...)
-#   bash benchmarks/transcribe_gpu.sh aside | back here: move docs/results and the shipped with-score model
-#       out of the working tree (into .gpu_aside/) and back, so that tree and payload fit the 64 MiB a call
-#       carries
+#   bash benchmarks/transcribe_gpu.sh aside | back here: move docs/results, the transcriptions and the shipped
+#       models but `default` out of the working tree (into .gpu_aside/) and back, so that tree and payload fit
+#       the 64 MiB a call carries
 #   bash benchmarks/transcribe_gpu.sh run SET...   there (carry .gpu_payload): render every performance
 #       (clean and through the room chain), then for each SET: clean | room: transcribe all of it (the first
 #       such set also runs the throughput benchmarks, unless BENCH=0); serve: the load benchmark with recordings (clean
@@ -36,10 +36,12 @@ EOF
     .venv/bin/python benchmarks/render_recordings.py soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 .gpu_payload/piano.sf2
     du -sh .gpu_payload/* ;;
   aside)
-    mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv src/pianolab/models_shipped/with_score .gpu_aside/ ;;
+    mkdir -p .gpu_aside && mv docs/results .gpu_aside/results && mv data/percepiano/transcribed .gpu_aside/ \
+      && for m in with_score recording recording_with_score; do mv src/pianolab/models_shipped/$m .gpu_aside/; done ;;
   back)  # merges: a results folder written meanwhile stays
     mkdir -p docs/results && cp -a -n .gpu_aside/results/. docs/results/ && rm -rf .gpu_aside/results
-    mv .gpu_aside/with_score src/pianolab/models_shipped/ ;;
+    mv .gpu_aside/transcribed data/percepiano/
+    for m in with_score recording recording_with_score; do mv .gpu_aside/$m src/pianolab/models_shipped/; done ;;
   run)
     shift
     OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

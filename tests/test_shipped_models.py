@@ -16,7 +16,7 @@ from pianolab.predict import SHIPPED_MODELS, predict_files
 from pianolab.train.card import report_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"default": REPO / "configs" / "default_model.yaml", "with-score": REPO / "configs" / "with_score_model.yaml"}
+CONFIGS = {name: REPO / "configs" / f"{name.replace('-', '_')}_model.yaml" for name in SHIPPED_MODELS}
 
 
 @pytest.mark.parametrize("name", list(SHIPPED_MODELS))
@@ -38,6 +38,7 @@ def test_shipped_cards_state_the_measured_accuracy_the_poles_and_the_range(name)
     shipped, committed = yaml.safe_load((folder / "config.yaml").read_text()), to_dict(load_config(CONFIGS[name]))
     for section in ("features", "model"):  # the model is built from the committed config
         assert shipped[section] == committed[section], section
+    assert shipped["data"].get("midi") == committed["data"]["midi"]  # from the MIDI or the transcriptions
     assert sum(p.stat().st_size for p in folder.iterdir()) < 13e6  # small enough for the package
 
 
