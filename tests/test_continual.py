@@ -67,8 +67,8 @@ def test_naive_forgets_more_than_replay_and_phase1_never_sees_new_labels(tmp_pat
     # phase 1 with the later dimensions' labels scrambled: the same phase-1 model (it never saw them)
     real = load_dataset
 
-    def scrambled(root=None):
-        ds = real(root)
+    def scrambled(root=None, midi=None):
+        ds = real(root, midi=midi)
         rng = np.random.default_rng(0)
         items = [dataclasses.replace(it, labels=tuple(it.labels[:5]) + tuple(rng.random(14))) for it in ds.items]
         return dataclasses.replace(ds, items=items)

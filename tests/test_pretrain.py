@@ -50,8 +50,8 @@ def test_masked_feature_lowers_the_loss_and_reads_no_label_nor_test_input(tmp_pa
     # every label NaN: the same pretraining (no label is read), fold roles unchanged
     real = load_dataset
 
-    def unlabelled_data(root=None):
-        ds = real(root)
+    def unlabelled_data(root=None, midi=None):
+        ds = real(root, midi=midi)
         return dataclasses.replace(ds, items=[dataclasses.replace(it, labels=(float("nan"),) * 19)
                                               for it in ds.items])
 

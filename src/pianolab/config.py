@@ -371,7 +371,7 @@ def identity_dict(cfg: RunConfig) -> dict:
             d["features"].pop(option)
     if cfg.ensemble == EnsembleConfig():  # no ensemble option: runs keep their hashes
         d.pop("ensemble")
-    for section, key, off in (("data", "targets", "mean"), ("train", "sample_weights", "none")):
+    for section, key, off in (("data", "targets", "mean"), ("data", "midi", None), ("train", "sample_weights", "none")):
         if getattr(getattr(cfg, section), key) == off:  # the default: runs keep their hashes
             d[section].pop(key)
     for path in NOT_IDENTITY:
