@@ -25,7 +25,7 @@ from pianolab.audio import AUDIO_SUFFIXES
 from pianolab.config import config_from_dict
 from pianolab.data.percepiano import DIMENSIONS
 from pianolab.errors import PianolabError, fail
-from pianolab.train.inputs import Inputs, VectorScaler, load_inputs, load_wav_inputs, with_peer_columns
+from pianolab.train.inputs import Inputs, VectorScaler, hears_audio, load_inputs, load_wav_inputs, with_peer_columns
 
 SHIPPED = Path(__file__).resolve().parent / "models_shipped"
 SHIPPED_MODELS = {"default": SHIPPED / "default", "with-score": SHIPPED / "with_score",
@@ -184,8 +184,7 @@ def _shipped_for(path: Path, recordings: dict[Path, Path]) -> str:
 
 def _hears_audio(folder: Path) -> bool:
     """Whether the model in `folder` reads spectrograms only: it takes recordings as they are."""
-    cfg = _load_run(folder)[1]
-    return bool(cfg.features.spectrogram) and not cfg.features.vector
+    return hears_audio(_load_run(folder)[1].features)
 
 
 def _transcribed(req: Request) -> tuple[Request, dict[Path, Path], list[str]]:
