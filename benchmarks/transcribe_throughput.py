@@ -169,8 +169,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = a.cache or Path(tmp)
         tr = make_transcriber("transkun", device=device, precision=a.corpus_precision)
-        ident = f"{tr.name}|{tr.version}"
-        fresh = [p for p in files if not entry_path(p, ident, cache).is_file()]
+        entries = {p: entry_path(p, tr, cache) for p in files}  # each file hashed once
+        fresh = [p for p, entry in entries.items() if not entry.is_file()]
         deadline = time.time() + a.deadline_s - (time.perf_counter() - t_start)
         if device == "cuda":
             a.corpus_workers = max(1, a.corpus_workers)
@@ -188,9 +188,8 @@ def main(argv=None) -> None:
                              "recordings_per_min": round(60 * len(done) / wall, 1),
                              "x_real_time": round(audio_s / wall, 1)}
         print(json.dumps(res["end_to_end"]), flush=True)
-        packed = {p: entry_path(p, ident, cache) for p in files}
         with tarfile.open(a.out / a.tar, "w:gz") as tar:
-            for audio, midi in sorted(packed.items()):
+            for audio, midi in sorted(entries.items()):
                 if midi.is_file():
                     tar.add(midi, arcname=f"{audio.stem}.mid")
     (a.out / "transcribe_throughput.json").write_text(json.dumps(res, indent=1))

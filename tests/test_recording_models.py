@@ -75,7 +75,7 @@ def test_predict_sends_a_recording_to_the_recording_models(tmp_path, monkeypatch
     tr = make_transcriber("transkun", device="cpu")
     for i, audio in enumerate((take, named)):
         audio.write_bytes(b"fLaC not decoded: the transcription is cached" + bytes([i]))
-        target = entry_path(audio, f"{tr.name}|{tr.version}")
+        target = entry_path(audio, tr)
         target.parent.mkdir(parents=True)
         shutil.copy(TRANSCRIBED / f"{stem}.mid", target)
     midi = tmp_path / "take.mid"

@@ -62,7 +62,7 @@ def test_recording_quality_reads_the_cached_transcription_without_running_transk
     wav, pm = recording
     monkeypatch.setattr(transkun_v2, "load_model", lambda device: pytest.fail("Transkun must not run here"))
     tr = transkun_v2.Transkun(device="cpu")
-    target = entry_path(wav, f"{tr.name}|{tr.version}", tmp_path / "cache")
+    target = entry_path(wav, tr, tmp_path / "cache")
     target.parent.mkdir(parents=True)
     pm.write(str(target))
     q = quality.recording_quality(wav, cache_dir=tmp_path / "cache")
@@ -83,7 +83,7 @@ def test_served_recording_carries_its_quality(tmp_path, monkeypatch):
     wave = pm.synthesize(fs=RATE).astype(np.float32)
     sf.write(tmp_path / "take.wav", 0.5 * wave / np.abs(wave).max(), RATE)
     tr = transkun_v2.Transkun(device="cpu")
-    target = entry_path(tmp_path / "take.wav", f"{tr.name}|{tr.version}")
+    target = entry_path(tmp_path / "take.wav", tr)
     target.parent.mkdir(parents=True)
     pm.write(str(target))
     pred = ServedModel("default", SHIPPED_MODELS["default"]).predict(tmp_path / "take.wav", "wav")

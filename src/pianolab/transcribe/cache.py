@@ -20,9 +20,10 @@ from pianolab.transcribe.base import make_transcriber
 CHUNK = 64
 
 
-def entry_path(audio: Path, transcriber_id: str, cache_dir: Path | None = None) -> Path:
+def entry_path(audio: Path, transcriber, cache_dir: Path | None = None) -> Path:
+    """Where `transcriber`'s transcription of `audio` lives (keyed by its name and version)."""
     audio_sha = hashlib.sha256(Path(audio).read_bytes()).hexdigest()
-    key = hashlib.sha256(f"{audio_sha}|{transcriber_id}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{audio_sha}|{transcriber.name}|{transcriber.version}".encode()).hexdigest()[:32]
     if cache_dir is None:
         from pianolab.features.store import default_cache_dir
 
@@ -37,11 +38,10 @@ def transcribe_files(paths: list[Path], transcriber: str = "transkun", cache_dir
     the rest are decoded and transcribed in batches. A file that cannot be decoded gets one line
     (`<file>: <problem>`) and the others still run."""
     tr = make_transcriber(transcriber, **options)
-    ident = f"{tr.name}|{tr.version}"
     done, todo, errors = {}, [], []
     for p in map(Path, paths):
         try:
-            target = entry_path(p, ident, cache_dir)
+            target = entry_path(p, tr, cache_dir)
         except FileNotFoundError:
             errors.append(f"{p}: no such file")
             continue
