@@ -156,6 +156,10 @@ def test_a_folder_target_named_by_stems(dataset, tmp_path):
     shutil.copy(dataset.items[0].midi_path, folder / "maestro_take.mid")
     corpus = resolve_corpus(str(folder), dataset)
     assert len(corpus.items) == len(stems) and [p.name for p in corpus.extra] == ["maestro_take.mid"]
+    quirk = next(it for it in dataset.items if it.midi_path.name.startswith(" "))  # named as PercePiano names it
+    shutil.copy(quirk.midi_path, folder / quirk.midi_path.name)
+    assert resolve_corpus(str(folder), dataset).items[quirk.stem].name == quirk.midi_path.name
+    (folder / quirk.midi_path.name).unlink()
     cfg = config_from_dict({**RIDGE, "domain": {"target": str(folder), "method": "standardise"}})
     check_config(cfg, "cfg.yaml")
     cpu = torch.device("cpu")

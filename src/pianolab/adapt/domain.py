@@ -87,8 +87,8 @@ def resolve_corpus(spec: str, dataset, key: str = "domain", transcribe: bool = T
         if errors:
             raise PianolabError(f"{key}: {len(errors)} recording(s) could not be transcribed, e.g. {errors[0]}")
     items, extra, seen = {}, [], {}
-    for original in files:
-        path, stem = midi.get(original, original), original.stem
+    for original in files:  # stripped, as the dataset's keys are (one PercePiano file name starts with a space)
+        path, stem = midi.get(original, original), original.stem.strip()
         if stem in seen:
             raise PianolabError(f"{key}: folder {spec} holds two files for {stem!r}: {seen[stem].name}, "
                                 f"{original.name}")
