@@ -9,6 +9,8 @@
 #         | cold (benchmarks/cold_start.py with $BACKEND and $JOBS) | profile (benchmarks/packed_profile.py)
 #         | compile_time (benchmarks/compile_time.py)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
+#         | render_fluidr3 (every performance rendered with .gpu_payload/piano.sf2 into renders/fluidr3: the
+#           target of experiments/e2_domain_renderer.yaml; carry .gpu_payload/piano.sf2)
 # GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
 # it prints the wall time and each GPU's utilisation.
@@ -73,6 +75,10 @@ for stage in "$@"; do
       grep -h "skipped [1-9]\|  skipped \|Error\|Fatal" /tmp/feat-*.log | head -30 | tee -a "$OUT/featurise.txt"
       echo "$shards shards, PREWARM=${PREWARM:-0}, SHARD_NICE=${SHARD_NICE:-10}, kinds $kinds: wall $((end - start)) s for 1001 clips, cache $(du -sh /tmp/cache | cut -f1)" \
         | tee -a "$OUT/featurise.txt" ;;
+    render_fluidr3)
+      [ -e renders/fluidr3.done ] || { guard 300 python3 benchmarks/render_recordings.py render data/percepiano/midi \
+        renders/fluidr3 --soundfont .gpu_payload/piano.sf2 --workers "$(nproc)" 2>&1 | tail -2 | tee "$OUT/render_fluidr3.txt" \
+        && [ "$(ls renders/fluidr3 | wc -l)" -ge 1011 ] && touch renders/fluidr3.done; } ;;
     probe_cqt)
       for kind in cqt all_traditional; do
         guard 120 python3 -X faulthandler benchmarks/featurise_all.py --cache-dir /tmp/probe-cache --workers 0 \
@@ -107,9 +113,9 @@ for stage in "$@"; do
         | grep -v Warn | tee "$OUT/cold_start.txt" ;;
     throughput)
       guard 150 python3 benchmarks/train_throughput.py --epochs 1 2>&1 | tee "$OUT/throughput.txt" ;;
-    ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml
-      name=${stage#ab:}
-      python3 benchmarks/gpu_util.py python3 -m pianolab ab run "experiments/$name.yaml" --backend "${BACKEND:-local}" \
+    ab:*)  # run an experiment file: ab:NAME -> experiments/NAME.yaml (NAME may name a subfolder)
+      path=${stage#ab:}; name=${path##*/}
+      python3 benchmarks/gpu_util.py python3 -m pianolab ab run "experiments/$path.yaml" --backend "${BACKEND:-local}" \
         --jobs "${JOBS:-4}" ${GPUS_PER_RUN:+--gpus-per-run $GPUS_PER_RUN} --tracker none 2>&1 \
         | grep -v "features:" | tee "$OUT/$name.txt"
       (cd "$RUNS/$name/report" && tar czf "$OUT/$name-report.tgz" .) ;;
