@@ -112,7 +112,7 @@ def test_renderer_experiment_loads_once_its_folder_exists(dataset, tmp_path, mon
     from pianolab.errors import PianolabError
 
     monkeypatch.chdir(tmp_path)
-    path = REPO / "experiments" / "pending" / "e2_domain_renderer.yaml"
+    path = REPO / "experiments" / "needs_renders" / "e2_domain_renderer.yaml"
     with pytest.raises(PianolabError, match="'renders/fluidr3' is neither a registered domain"):
         load_experiment(path)
     (tmp_path / "renders" / "fluidr3").mkdir(parents=True)
