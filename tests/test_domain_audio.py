@@ -13,9 +13,10 @@ import torch
 
 import pianolab.transcribe
 from pianolab.config import config_from_dict
+from pianolab.errors import PianolabError
 from pianolab.render.renderers import MidiRenderer
 from pianolab.train import run
-from pianolab.train.inputs import load_inputs, load_wav_inputs
+from pianolab.train.inputs import feature_spec, hears_audio, load_file_inputs, load_inputs, load_wav_inputs
 from pianolab.train.validate import check_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +78,46 @@ def test_a_spectrogram_model_hears_the_target_recordings(dataset, corpora, monke
     pool = load_wav_inputs(cfg.features, [target / f"{s}.flac" for s in stems(cell.roles.unlabelled)]
                            + [target / "take.flac"]).spec
     np.testing.assert_array_equal(cell.part["unlabelled"].spec, pool)  # the pool plus the unnamed extra
+    assert np.isfinite(run.fit_cell(cell, CPU)["test"]).all()
+
+
+CLASSIC = {"features": {"vector": ["all_traditional"]},
+           "model": {"name": "random_forest", "params": {"n_estimators": 10}}, "track": {"tracker": "none"}}
+
+
+def test_an_audio_descriptor_model_hears_recordings_as_they_are(dataset, tmp_path):
+    """Trees on the classic audio descriptors read a recording's own descriptors: a FLAC of the project's
+    render gives those of its MIDI (no transcription: the fixture), and a model with MIDI kinds still refuses it."""
+    cfg = config_from_dict(CLASSIC)
+    assert hears_audio(cfg.features) and not hears_audio(config_from_dict(
+        {**CLASSIC, "features": {"vector": ["symbolic", "all_traditional"]}}).features)
+    rate = feature_spec(cfg.features, "all_traditional").sample_rate
+    items = dataset.items[5:7]
+    wav = tmp_path / f"{items[1].stem}.wav"  # the render as a float WAV: the same samples, read as a recording
+    soundfile.write(wav, MidiRenderer(sample_rate=rate).render(items[1].midi_path.read_bytes()), rate, subtype="FLOAT")
+    mixed = load_file_inputs(cfg.features, [items[0].midi_path, wav])  # MIDI rendered, the recording heard
+    from_midi = load_inputs(cfg.features, [it.midi_path for it in items]).vector
+    assert mixed.ok.all() and mixed.vector_names == load_inputs(cfg.features, [items[0].midi_path]).vector_names
+    np.testing.assert_array_equal(mixed.vector[0], from_midi[0])
+    np.testing.assert_allclose(mixed.vector[1], from_midi[1], rtol=1e-5)
+    with pytest.raises(PianolabError, match="needs MIDI input"):
+        load_wav_inputs(config_from_dict({**CLASSIC, "features": {"vector": ["symbolic"]}}).features, [wav])
+
+
+def test_an_audio_descriptor_model_adapts_to_the_target_recordings(dataset, corpora, monkeypatch, tmp_path):
+    """Domain shift (b) for the trees: CORAL on the descriptors of the target's recordings, read as they are."""
+    cfg = config_from_dict({**CLASSIC, "domain": {"source": str(corpora / "source"), "target": str(corpora / "target"),
+                                                  "method": "coral"}})
+    check_config(cfg, "cfg.yaml")
+    roles, _ = run.fold_roles(cfg, dataset, run.val_fraction(cfg))
+    loaded = run._load_domain(cfg, dataset, roles, CPU, False)  # no transcription (the fixture)
+    target = corpora / "target"
+    test = [dataset.stems[i] for i in roles.test]
+    raw = np.stack([load_wav_inputs(cfg.features, [target / f"{s}.flac"]).vector[0] if (target / f"{s}.flac").is_file()
+                    else load_inputs(cfg.features, [target / f"{s}.mid"]).vector[0] for s in test])
+    assert len(test) == 4
+    np.testing.assert_array_equal(loaded.target.rows(roles.test).vector, raw)  # in item order, MIDI included
+    cell = run.make_cell(cfg, loaded, roles, None, CPU)
     assert np.isfinite(run.fit_cell(cell, CPU)["test"]).all()
 
 

@@ -146,7 +146,7 @@ def predict_table(paths: list[Path], model: Path | str | None = None, device: st
     MusicXML); `groups`: their excerpt, for a peer-centred model. Without `model`, a performance with a
     score (given or found) goes to the shipped `with-score` model, the others to `default` (a recording:
     to `recording-with-score` and `recording`). Recordings are transcribed to MIDI first, except for a
-    spectrogram-only model, which hears them as they are.
+    model whose features all come from audio (`train.inputs.hears_audio`), which hears them as they are.
     Warnings (e.g. a peer-centred model given unrelated files) are issued as `PredictWarning`."""
     from pianolab.features.scores import given_scores
 
@@ -242,7 +242,8 @@ def _predict_with(folder: Path, files: list[Path], req: Request, device: str) ->
         elif audio_ok:
             wavs.append(p)
         else:
-            errors.append(f"{p}: this model needs {_needs(cfg)} from MIDI; only spectrogram-only models take WAV")
+            errors.append(f"{p}: this model needs {_needs(cfg)} from MIDI; only models whose features all come "
+                          "from audio take recordings")
     frames = []
     for batch, loader in ((midi, lambda fs: load_inputs(cfg.features, fs, device=device, on_error="skip")),
                           (wavs, lambda fs: load_wav_inputs(cfg.features, fs))):

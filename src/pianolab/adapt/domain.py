@@ -2,9 +2,10 @@
 
 A run config's `domain` section (`pianolab.config.DomainConfig`) names a **target** corpus and
 optionally a **source** corpus (default `percepiano`, the project's performance MIDI), each a registered
-domain (`DOMAINS`: `percepiano`, `beethoven`, `schubert`) or a folder of MIDI and/or audio. A model that
-reads spectrograms only (`pianolab.train.inputs.hears_audio`, e.g. `ast_ultra_tiny` on `log_mel`) hears
-the recordings as they are (their own log-mel: one renderer or SoundFont -> another); for any other
+domain (`DOMAINS`: `percepiano`, `beethoven`, `schubert`) or a folder of MIDI and/or audio. A model whose
+features all come from audio (`pianolab.train.inputs.hears_audio`: `ast_ultra_tiny` on `log_mel`, trees on
+`all_traditional`) hears the recordings as they are (their own log-mel or audio descriptors: one renderer
+or SoundFont -> another); for any other
 model they are transcribed to MIDI first (`pianolab.transcribe`, cached). MIDI files are rendered by
 `features.renderer` as usual. A file named by a PercePiano stem (`<stem>.mid`, `<stem>.flac`) stands for
 that item; other files are unlabelled extras of the target.

@@ -4,7 +4,7 @@
 uses) and returns `Inputs`: `spec` (N, C, F, T) with T fixed by `seconds` (crop, or pad with the
 array's minimum, i.e. silence on a log scale) and `vector` (N, D) with the named features of every
 vector kind concatenated. NaN/inf in vectors become NaN here and are imputed by `VectorScaler`.
-`load_wav_inputs` gives a spectrogram-only config (`hears_audio`) the same spectrogram of a recording;
+`load_wav_inputs` gives a config whose kinds all read audio (`hears_audio`) the same inputs from a recording;
 `load_file_inputs` takes a mix of MIDI files and recordings, one row per file in order.
 """
 
@@ -107,42 +107,67 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
 
 
 def hears_audio(cfg: FeatureConfig) -> bool:
-    """Whether `cfg` reads spectrograms only, so that a recording is heard as it is (not transcribed)."""
-    return bool(cfg.spectrogram) and not cfg.vector
+    """Whether every kind `cfg` names is computed from audio (spectrograms, classic audio descriptors), so
+    that a recording is heard as it is (not transcribed)."""
+    from pianolab.features.kinds import get_kind
+
+    kinds = [k for k in (cfg.spectrogram, *cfg.vector) if k]
+    return bool(kinds) and all(get_kind(k).input == "audio" for k in kinds)
 
 
 def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path], device: str = "cpu") -> Inputs:
-    """Spectrogram inputs from recorded audio (WAV, FLAC, OGG, MP3: `pianolab.audio`) with the settings
-    a MIDI input would get.
+    """Inputs from recorded audio (WAV, FLAC, OGG, MP3: `pianolab.audio`) with the settings a MIDI
+    input would get: the spectrogram of the recording's first `seconds` and the audio descriptors
+    (`vector` kinds such as `all_traditional`) of all of it.
 
-    Only spectrogram-only configs qualify (vector features come from MIDI). The recording's own level
-    is kept, as rendered audio keeps its fixed-gain level; a recording far louder or quieter than the
-    renders shifts the dynamics dimensions.
+    Only configs whose every kind reads audio qualify (`hears_audio`; symbolic features come from MIDI).
+    The recording's own level is kept, as rendered audio keeps its fixed-gain level; a recording far
+    louder or quieter than the renders shifts the dynamics dimensions.
     """
     from pianolab.audio import load_audio
+    from pianolab.features.kinds import get_kind
     from pianolab.features.spectrogram import LENGTH_POLICIES, compute_spectrograms
     from pianolab.render.audio import trim_trailing_silence
 
     if not hears_audio(cfg):
-        raise PianolabError("this model needs MIDI input (its vector features come from MIDI)")
-    spec = feature_spec(cfg, cfg.spectrogram)
-    waves, ok = [], np.ones(len(audio_paths), dtype=bool)
+        raise PianolabError("this model needs MIDI input (its symbolic features come from MIDI)")
+    specs = {kind: feature_spec(cfg, kind) for kind in (cfg.spectrogram, *cfg.vector) if kind}
+    rates = {s.sample_rate for s in specs.values()}
+    n = len(audio_paths)
+    waves: dict[int, list[np.ndarray]] = {rate: [] for rate in rates}
+    ok = np.ones(n, dtype=bool)
     for i, path in enumerate(audio_paths):
-        try:
-            wave = trim_trailing_silence(load_audio(path, spec.sample_rate), spec.sample_rate)
-            waves.append(LENGTH_POLICIES.get(spec.length_policy)(wave, spec.sample_rate, spec.seconds,
-                                                                   spec.max_seconds))
-        except PianolabError:
-            ok[i] = False
-            waves.append(np.zeros(int(spec.sample_rate * spec.seconds), dtype=np.float32))
-    arrays = compute_spectrograms(waves, spec.kind, spec.sample_rate, spec.frame_rate, device)
-    frames = frames_for(cfg)
-    return Inputs(np.stack([_fit_frames(a, frames) for a in arrays]), None, [], ok)
+        for rate in rates:
+            try:
+                waves[rate].append(trim_trailing_silence(load_audio(path, rate), rate))
+            except PianolabError:
+                ok[i] = False
+                waves[rate].append(np.zeros(rate, dtype=np.float32))
+    spec = None
+    if cfg.spectrogram:
+        s = specs[cfg.spectrogram]
+        cuts = [LENGTH_POLICIES.get(s.length_policy)(w, s.sample_rate, s.seconds, s.max_seconds)
+                for w in waves[s.sample_rate]]
+        arrays = compute_spectrograms(cuts, s.kind, s.sample_rate, s.frame_rate, device)
+        spec = np.stack([_fit_frames(a, frames_for(cfg)) for a in arrays])
+    blocks, names = [], []
+    for kind in cfg.vector:
+        k, s = get_kind(kind), specs[kind]
+        block = np.full((n, len(k.names)), np.nan, dtype=np.float32)
+        for i, wave in enumerate(waves[s.sample_rate]):
+            if ok[i]:
+                block[i] = k.compute(wave, s, None)
+        blocks.append(block)
+        names += [f"{kind}:{x}" for x in k.names]
+    vector = np.concatenate(blocks, axis=1) if blocks else None
+    if vector is not None:
+        vector[~np.isfinite(vector)] = np.nan
+    return Inputs(spec, vector, names, ok)
 
 
 def load_file_inputs(cfg: FeatureConfig, paths: list[Path], device: str | None = None,
                      progress: bool = False) -> Inputs:
-    """Inputs of MIDI files (`load_inputs`) and recordings (`load_wav_inputs`, spectrogram-only configs),
+    """Inputs of MIDI files (`load_inputs`) and recordings (`load_wav_inputs`, configs that read audio only),
     one row per path in the order of `paths`."""
     from pianolab.audio import is_audio
 
@@ -154,11 +179,13 @@ def load_file_inputs(cfg: FeatureConfig, paths: list[Path], device: str | None =
         return wav
     midi = load_inputs(cfg, [p for p, a in zip(paths, heard, strict=True) if not a], device=device,
                        progress=progress)
-    if midi.spec.shape[1:] != wav.spec.shape[1:]:
+    if midi.spec is not None and midi.spec.shape[1:] != wav.spec.shape[1:]:
         raise PianolabError(f"features: recordings give spectrograms of shape {wav.spec.shape[1:]}, MIDI files "
                             f"{midi.spec.shape[1:]}")
     order = np.argsort(np.concatenate([np.flatnonzero(~heard), np.flatnonzero(heard)]), kind="stable")
-    both = Inputs(np.concatenate([midi.spec, wav.spec]), None, [], np.concatenate([midi.ok, wav.ok]))
+    both = Inputs(*(None if a is None else np.concatenate([a, b])
+                    for a, b in ((midi.spec, wav.spec), (midi.vector, wav.vector))),
+                  midi.vector_names, np.concatenate([midi.ok, wav.ok]))
     return both.subset(order)
 
 

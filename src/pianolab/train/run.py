@@ -197,7 +197,7 @@ def _load_domain(cfg: RunConfig, dataset: Dataset, roles: Roles, device: torch.d
     """A domain cell's inputs (`pianolab.adapt.domain.DomainLoaded`): the training part from the
     source's files (the target's for `train_on: target`), test items and unlabelled pool from the
     target's, plus the target's files that name no item. Recordings are transcribed to MIDI first,
-    except for a spectrogram-only config (`hears_audio`), which hears them as they are. A corpus is
+    except for a config whose kinds all read audio (`hears_audio`), which hears them as they are. A corpus is
     read whole, once per process for the cells of an experiment (recordings' spectrograms are not
     kept in the feature store)."""
     from pianolab.adapt.domain import DomainLoaded, corpora
