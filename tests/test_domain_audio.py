@@ -97,7 +97,8 @@ def test_an_audio_descriptor_model_hears_recordings_as_they_are(dataset, tmp_pat
     soundfile.write(wav, MidiRenderer(sample_rate=rate).render(items[1].midi_path.read_bytes()), rate, subtype="FLOAT")
     mixed = load_file_inputs(cfg.features, [items[0].midi_path, wav])  # MIDI rendered, the recording heard
     from_midi = load_inputs(cfg.features, [it.midi_path for it in items]).vector
-    assert mixed.ok.all() and mixed.vector_names == load_inputs(cfg.features, [items[0].midi_path]).vector_names
+    names = load_inputs(cfg.features, [items[0].midi_path]).vector_names
+    assert mixed.ok.all() and mixed.vector_names == load_wav_inputs(cfg.features, [wav]).vector_names == names
     np.testing.assert_array_equal(mixed.vector[0], from_midi[0])
     np.testing.assert_allclose(mixed.vector[1], from_midi[1], rtol=1e-5)
     with pytest.raises(PianolabError, match="needs MIDI input"):
