@@ -10,7 +10,7 @@
 #         | compile_time (benchmarks/compile_time.py)
 #         | probe_cqt (the librosa kinds on 2 clips, serial, with faulthandler)
 #         | render_fluidr3 (every performance rendered with .gpu_payload/piano.sf2 into renders/fluidr3: the
-#           target of experiments/e2_domain_renderer.yaml; carry .gpu_payload/piano.sf2)
+#           target of experiments/needs_renders/; carry .gpu_payload/piano.sf2)
 # GUARD overrides the time limit (s) of evaluate, throughput_compile, abwall and cold.
 # ab:NAME honours BACKEND (local | packed | ray | ray_packed), JOBS, GPUS_PER_RUN and RUNS (runs root);
 # it prints the wall time and each GPU's utilisation.

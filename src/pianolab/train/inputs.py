@@ -155,7 +155,7 @@ def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path], device: str = "
         k, s = get_kind(kind), specs[kind]
         block = np.full((n, len(k.names)), np.nan, dtype=np.float32)
         for i, wave in enumerate(waves[s.sample_rate]):
-            if ok[i]:
+            if ok[i]:  # an unreadable recording stays NaN and not ok
                 block[i] = k.compute(wave, s, None)
         blocks.append(block)
         names += [f"{kind}:{x}" for x in k.names]
