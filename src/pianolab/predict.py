@@ -183,7 +183,7 @@ def _shipped_for(path: Path, recordings: dict[Path, Path]) -> str:
 
 
 def _hears_audio(folder: Path) -> bool:
-    """Whether the model in `folder` reads spectrograms only: it takes recordings as they are."""
+    """Whether the model in `folder` reads audio only (`train.inputs.hears_audio`): it takes recordings as they are."""
     return hears_audio(_load_run(folder)[1].features)
 
 

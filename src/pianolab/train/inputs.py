@@ -64,6 +64,15 @@ def _fit_frames(arr: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([arr, pad], axis=-1)
 
 
+def _joined(blocks: list[np.ndarray]) -> np.ndarray | None:
+    """The vector kinds' blocks side by side, NaN where a feature is not finite (None without blocks)."""
+    if not blocks:
+        return None
+    vector = np.concatenate(blocks, axis=1)
+    vector[~np.isfinite(vector)] = np.nan
+    return vector
+
+
 def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None = None,
                 on_error: str = "skip", progress: bool = False, copy: int = 0,
                 augment: str | None = None, workers: int = 0) -> Inputs:
@@ -100,10 +109,7 @@ def load_inputs(cfg: FeatureConfig, midi_paths: list[Path], device: str | None =
                 block[i] = a
         blocks.append(block)
         names += [f"{kind}:{x}" for x in table.names]
-    vector = np.concatenate(blocks, axis=1) if blocks else None
-    if vector is not None:
-        vector[~np.isfinite(vector)] = np.nan
-    return Inputs(spec, vector, names, ok)
+    return Inputs(spec, _joined(blocks), names, ok)
 
 
 def hears_audio(cfg: FeatureConfig) -> bool:
@@ -159,10 +165,7 @@ def load_wav_inputs(cfg: FeatureConfig, audio_paths: list[Path], device: str = "
                 block[i] = k.compute(wave, s, None)
         blocks.append(block)
         names += [f"{kind}:{x}" for x in k.names]
-    vector = np.concatenate(blocks, axis=1) if blocks else None
-    if vector is not None:
-        vector[~np.isfinite(vector)] = np.nan
-    return Inputs(spec, vector, names, ok)
+    return Inputs(spec, _joined(blocks), names, ok)
 
 
 def load_file_inputs(cfg: FeatureConfig, paths: list[Path], device: str | None = None,
